@@ -1,0 +1,48 @@
+"""Model factory.
+
+``build_model(name, **hparams)`` looks ``name`` up in :data:`MODELS`, a registry of
+``name -> callable(**hparams) -> nn.Module``; baselines (SchNet, PaiNN, SEGNN, ...) join by
+adding an entry (or calling :func:`register_model`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from .eqgat import EQGAT, EQGATBlock
+
+__all__ = ["EQGAT", "EQGATBlock", "MODELS", "build_model", "register_model"]
+
+
+def _ablation(flag: str) -> Callable[..., nn.Module]:
+    def build(**hparams) -> nn.Module:
+        if hparams.get(flag, False):
+            raise ValueError(f"this ablation sets {flag}=False; got {flag}={hparams[flag]!r}")
+        hparams[flag] = False
+        return EQGAT(**hparams)
+
+    build.__doc__ = f"EQGAT with {flag}=False (paper Table 4)."
+    return build
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "eqgat": EQGAT,
+    "eqgat_nocross": _ablation("cross_product"),
+    "eqgat_noatt": _ablation("feature_attention"),
+}
+
+
+def register_model(name: str, builder: Callable[..., nn.Module]) -> None:
+    if name in MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    MODELS[name] = builder
+
+
+def build_model(name: str, **hparams) -> nn.Module:
+    try:
+        builder = MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}") from None
+    return builder(**hparams)

@@ -1,0 +1,164 @@
+"""The full EQGAT network (Le, Noe, Clevert 2022), with an exactly equivariant norm.
+
+Input: a PyG ``Data``/``Batch`` with
+
+* ``z`` long [N]: element ids (0 .. num_elements-1),
+* ``pos`` float [N, 3] (same dtype as the model's parameters),
+* ``edge_index`` long [2, E]: both directions of every edge, row 0 = source / neighbour j,
+  row 1 = target / centre i; a radius graph built with the model's ``cutoff`` (edges longer
+  than the cutoff are not removed here: their radial features are zero but they still take
+  part in the attention),
+* ``batch`` long [N] (optional: all zeros, i.e. one graph, when missing),
+* ``center_index`` [num_graphs] for ``readout="node"``; ``center_index0`` and
+  ``center_index1`` [num_graphs] for ``readout="pair"`` (see :mod:`eqgat.nn.readout`).
+
+Output: [num_graphs, out_dim].  ``encode`` returns the node features after the last layer,
+``s`` [N, Fs] (invariant) and ``v`` [N, 3, Fv] (rotates with the input).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..nn import EQGATConv, EquivariantNorm, GatedEquivariantUpdate, RadialEmbedding, Readout, safe_norm
+
+__all__ = ["EQGAT", "EQGATBlock"]
+
+
+class EQGATBlock(nn.Module):
+    """Message (residual) -> gated update (residual) -> norm."""
+
+    def __init__(
+        self,
+        hidden_scalars: int,
+        hidden_vectors: int,
+        num_radial: int,
+        *,
+        first_layer: bool,
+        cross_product: bool,
+        feature_attention: bool,
+        vector_aggr: str,
+        norm: bool,
+        eps: float,
+    ) -> None:
+        super().__init__()
+        self.conv = EQGATConv(
+            hidden_scalars,
+            hidden_vectors,
+            num_radial,
+            first_layer=first_layer,
+            cross_product=cross_product,
+            feature_attention=feature_attention,
+            vector_aggr=vector_aggr,
+        )
+        self.update = GatedEquivariantUpdate(hidden_scalars, hidden_vectors, eps)
+        self.norm = EquivariantNorm(hidden_scalars, hidden_vectors, eps) if norm else None
+
+    def forward(self, s: Tensor, v: Tensor, edge_index: Tensor, r: Tensor, edge_attr: Tensor):
+        m_s, m_v = self.conv(s, v, edge_index, r, edge_attr)
+        s, v = s + m_s, v + m_v
+        s, v = self.update(s, v)
+        if self.norm is not None:
+            s, v = self.norm(s, v)
+        return s, v
+
+
+class EQGAT(nn.Module):
+    def __init__(
+        self,
+        num_elements: int = 9,
+        hidden_scalars: int = 100,
+        hidden_vectors: int = 16,
+        num_layers: int = 5,
+        num_radial: int = 32,
+        cutoff: float = 4.5,
+        out_dim: int = 1,
+        vector_aggr: str = "mean",
+        readout: str = "graph",
+        cross_product: bool = True,
+        feature_attention: bool = True,
+        norm: bool = True,
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError("num_layers must be >= 1")
+        self.hparams = dict(
+            num_elements=num_elements,
+            hidden_scalars=hidden_scalars,
+            hidden_vectors=hidden_vectors,
+            num_layers=num_layers,
+            num_radial=num_radial,
+            cutoff=cutoff,
+            out_dim=out_dim,
+            vector_aggr=vector_aggr,
+            readout=readout,
+            cross_product=cross_product,
+            feature_attention=feature_attention,
+            norm=norm,
+            eps=eps,
+        )
+        self.hidden_scalars = hidden_scalars
+        self.hidden_vectors = hidden_vectors
+        self.cutoff = float(cutoff)
+        self.eps = float(eps)
+        self.embedding = nn.Embedding(num_elements, hidden_scalars)
+        self.radial = RadialEmbedding(num_radial, cutoff)
+        self.layers = nn.ModuleList(
+            EQGATBlock(
+                hidden_scalars,
+                hidden_vectors,
+                num_radial,
+                first_layer=(i == 0),
+                cross_product=cross_product,
+                feature_attention=feature_attention,
+                vector_aggr=vector_aggr,
+                norm=norm,
+                eps=eps,
+            )
+            for i in range(num_layers)
+        )
+        self.readout = Readout(hidden_scalars, hidden_vectors, out_dim, readout, eps)
+
+    def reset_parameters(self) -> None:
+        """Re-draw all parameters with PyTorch's default initialisation."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding, nn.LayerNorm)):
+                module.reset_parameters()
+
+    def edge_geometry(self, pos: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Distances d [E], unit vectors r [E, 3] (from centre i to neighbour j) and radial
+        features [E, K].  ``d = sqrt(max(|p_j - p_i|^2, eps))``, so coincident atoms give
+        ``d = sqrt(eps)``, ``r = 0`` and finite gradients."""
+        j, i = edge_index[0], edge_index[1]
+        diff = pos[j] - pos[i]
+        d = safe_norm(diff, dim=-1, eps=self.eps)
+        r = diff / d.unsqueeze(-1)
+        return d, r, self.radial(d)
+
+    def encode(self, data) -> tuple[Tensor, Tensor]:
+        z, pos, edge_index = data.z, data.pos, data.edge_index
+        s = self.embedding(z)
+        if pos.dtype != s.dtype:
+            raise TypeError(f"pos has dtype {pos.dtype} but the model's parameters are {s.dtype}")
+        v = s.new_zeros(s.shape[0], 3, self.hidden_vectors)
+        _, r, edge_attr = self.edge_geometry(pos, edge_index)
+        for layer in self.layers:
+            s, v = layer(s, v, edge_index, r, edge_attr)
+        return s, v
+
+    @staticmethod
+    def _batch_vector(data, num_nodes: int, device) -> tuple[Tensor, int]:
+        batch = getattr(data, "batch", None)
+        if batch is None:
+            return torch.zeros(num_nodes, dtype=torch.long, device=device), 1
+        num_graphs = getattr(data, "num_graphs", None)
+        if num_graphs is None:
+            num_graphs = int(batch.max()) + 1 if batch.numel() > 0 else 0
+        return batch, int(num_graphs)
+
+    def forward(self, data) -> Tensor:
+        s, v = self.encode(data)
+        batch, num_graphs = self._batch_vector(data, s.shape[0], s.device)
+        return self.readout(s, v, batch, num_graphs, data)

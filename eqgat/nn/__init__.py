@@ -1,0 +1,23 @@
+"""Building blocks of EQGAT."""
+
+from .conv import EQGATConv, feature_softmax
+from .norm import EquivariantNorm
+from .radial import BesselBasis, PolynomialEnvelope, RadialEmbedding, safe_norm
+from .readout import READOUTS, InvariantProjection, MLPHead, Readout, global_mean_pool
+from .update import GatedEquivariantUpdate
+
+__all__ = [
+    "BesselBasis",
+    "EQGATConv",
+    "EquivariantNorm",
+    "GatedEquivariantUpdate",
+    "InvariantProjection",
+    "MLPHead",
+    "PolynomialEnvelope",
+    "RadialEmbedding",
+    "READOUTS",
+    "Readout",
+    "feature_softmax",
+    "global_mean_pool",
+    "safe_norm",
+]
