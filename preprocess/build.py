@@ -1,0 +1,328 @@
+"""Build HDF5 graph shards, serially or with Dask (one task = one shard file).
+
+The generic part is :func:`build_shards`: it takes a list of :class:`ShardTask` and a
+picklable ``make_block(task) -> GraphBlock`` callable (the "source"), runs one task per shard
+(serially in-process, on a ``LocalCluster`` or on an existing scheduler), each task writing its
+own shard file atomically and returning small metadata; the driver then writes
+``manifest.json`` last, atomically. Sources for new datasets only need to produce
+``ShardTask`` payloads and a ``make_block``; :func:`block_from_records` turns records
+``(id, pos, z, y, center_index)`` into a block (one batched neighbour search per block).
+
+The Triangle source is :func:`build_triangle_shards`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .shards import GraphBlock, write_manifest, write_shard, sha256_file
+
+__all__ = [
+    "ShardTask",
+    "build_shards",
+    "run_shard_task",
+    "block_from_arrays",
+    "block_from_records",
+    "triangle_tasks",
+    "triangle_make_block",
+    "build_triangle_shards",
+    "set_numba_threads",
+]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+SPLIT_ORDER = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One unit of work: the graphs of one shard file.
+
+    ``path`` is relative to the output directory (``{split}/shard-{index:05d}.h5``);
+    ``payload`` is whatever the source's ``make_block`` needs (keep it small: it is pickled).
+    """
+
+    split: str
+    index: int
+    path: str
+    payload: Any = None
+
+
+def shard_relpath(split: str, index: int) -> str:
+    return f"{split}/shard-{index:05d}.h5"
+
+
+def set_numba_threads(n: int | None) -> int:
+    """Set Numba's thread count (clamped to [1, NUMBA_NUM_THREADS]); return the value set."""
+    import numba
+
+    n = 1 if not n or n < 1 else int(n)
+    n = min(n, numba.config.NUMBA_NUM_THREADS)
+    numba.set_num_threads(n)
+    return n
+
+
+def _default_graph_fn():
+    from .neighbors import radius_graph_batch
+
+    return radius_graph_batch
+
+
+# ----------------------------------------------------------------------------------------
+# Blocks from data
+# ----------------------------------------------------------------------------------------
+def block_from_arrays(pos: np.ndarray, z: np.ndarray, node_ptr: np.ndarray, y: np.ndarray,
+                      ids: Sequence[str], cutoff: float, max_neighbors: int | None = None,
+                      columns: Mapping[str, np.ndarray] | None = None,
+                      graph_fn: Callable | None = None) -> GraphBlock:
+    """Concatenated clouds (``pos`` [sumN,3], ``node_ptr`` [G+1]) -> GraphBlock with radius
+    graphs from ``graph_fn`` (default ``preprocess.neighbors.radius_graph_batch``)."""
+    graph_fn = graph_fn or _default_graph_fn()
+    pos = np.ascontiguousarray(pos, dtype=np.float32)
+    node_ptr = np.ascontiguousarray(node_ptr, dtype=np.int64)
+    if max_neighbors is not None and max_neighbors < 0:
+        max_neighbors = None
+    edge_index, edge_ptr = graph_fn(pos, node_ptr, float(cutoff), max_neighbors)
+    return GraphBlock(node_ptr=node_ptr, edge_ptr=edge_ptr, pos=pos, z=z,
+                      edge_index=edge_index, y=y, ids=ids, columns=dict(columns or {}))
+
+
+def block_from_records(records: Iterable, cutoff: float, max_neighbors: int | None = None,
+                       column_names: Sequence[str] = ("center_index",),
+                       graph_fn: Callable | None = None) -> GraphBlock:
+    """Records ``(id, pos [n,3], z [n], y, center_index)`` (or dicts with those keys; extra
+    keys named in ``column_names``) -> GraphBlock. One neighbour search for the whole block."""
+    ids, pos, z, y, cols = [], [], [], [], {c: [] for c in column_names}
+    for r in records:
+        if not isinstance(r, Mapping):
+            r = dict(zip(("id", "pos", "z", "y", "center_index"), r))
+        ids.append(str(r["id"]))
+        pos.append(np.asarray(r["pos"], np.float32).reshape(-1, 3))
+        z.append(np.asarray(r["z"], np.int8).reshape(-1))
+        y.append(np.asarray(r["y"]))
+        for c in column_names:
+            v = r.get(c)
+            cols[c].append(-1 if v is None else int(v))
+    counts = np.array([p.shape[0] for p in pos], dtype=np.int64)
+    node_ptr = np.zeros(len(pos) + 1, np.int64)
+    np.cumsum(counts, out=node_ptr[1:])
+    P = np.concatenate(pos) if pos else np.zeros((0, 3), np.float32)
+    Z = np.concatenate(z) if z else np.zeros(0, np.int8)
+    Y = np.stack(y) if y else np.zeros((0, 1), np.float32)
+    C = {c: np.asarray(v, np.int64) for c, v in cols.items()}
+    return block_from_arrays(P, Z, node_ptr, Y, ids, cutoff, max_neighbors, C, graph_fn)
+
+
+# ----------------------------------------------------------------------------------------
+# Generic driver
+# ----------------------------------------------------------------------------------------
+def run_shard_task(task: ShardTask, make_block: Callable[[ShardTask], GraphBlock],
+                   out_dir: str, attrs: Mapping, compression: str | None = None,
+                   numba_threads: int = 1, sha256: bool = False) -> dict:
+    """Make one block and write its shard; return small metadata for the manifest."""
+    set_numba_threads(numba_threads)
+    block = make_block(task)
+    path = Path(out_dir) / task.path
+    write_shard(path, block, attrs, compression=compression)
+    meta = {"split": task.split, "index": task.index, "path": task.path,
+            "num_graphs": block.num_graphs, "num_nodes": block.num_nodes,
+            "num_edges": block.num_edges}
+    if sha256:
+        meta["sha256"] = sha256_file(path)
+    return meta
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="shard")
+
+
+def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], GraphBlock],
+                 out_dir, attrs: Mapping, workers: int = 1, scheduler: str | None = None,
+                 threads: int = 1, progress: bool = True, sha256: bool = False,
+                 compression: str | None = None, desc: str = "shards") -> dict:
+    """Run every task, then write ``out_dir/manifest.json`` (atomically, last).
+
+    * ``scheduler`` given: connect to that Dask scheduler address (its workers run tasks with
+      one Numba thread each);
+    * else ``workers > 1``: a ``LocalCluster(n_workers=workers, threads_per_worker=1,
+      processes=True)``, one Numba thread per worker;
+    * else (``workers`` 0 or 1): serially in this process with ``threads`` Numba threads.
+
+    An existing manifest is removed first (a failed build leaves no manifest); shard files
+    of an earlier build that the new manifest does not list are deleted at the end.
+    Returns the manifest dict.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = out_dir / MANIFEST_NAME
+    manifest_path.unlink(missing_ok=True)
+    tasks = list(tasks)
+    seen = set()
+    for t in tasks:
+        if t.path in seen:
+            raise ValueError(f"duplicate shard path {t.path}")
+        seen.add(t.path)
+    attrs = dict(attrs)
+    bar = _progress(len(tasks), progress, desc)
+    results = []
+    try:
+        if scheduler is None and (workers is None or workers <= 1):
+            log.info("building %d shards serially (numba threads=%d)", len(tasks), threads)
+            for t in tasks:
+                results.append(run_shard_task(t, make_block, str(out_dir), attrs,
+                                              compression, threads, sha256))
+                if bar is not None:
+                    bar.update(1)
+        else:
+            results = _run_dask(tasks, make_block, str(out_dir), attrs, workers, scheduler,
+                                compression, sha256, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    order = {s: i for i, s in enumerate(SPLIT_ORDER)}
+    results.sort(key=lambda m: (order.get(m["split"], len(order)), m["split"], m["index"]))
+    _remove_stale_shards(out_dir, {m["path"] for m in results})
+    manifest = write_manifest(manifest_path, results, task=attrs.get("task"), attrs=attrs)
+    log.info("wrote %s: %s", manifest_path,
+             ", ".join(f"{k}={v['num_graphs']}" for k, v in manifest["splits"].items()))
+    return manifest
+
+
+def _run_dask(tasks, make_block, out_dir, attrs, workers, scheduler, compression, sha256, bar):
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is not None:
+        log.info("connecting to Dask scheduler %s", scheduler)
+        client = Client(scheduler)
+    else:
+        log.info("starting LocalCluster with %d worker processes", workers)
+        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
+                               dashboard_address=None,
+                               env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                                    "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+        client = Client(cluster)
+    try:
+        futures = [client.submit(run_shard_task, t, make_block, out_dir, attrs, compression, 1,
+                                 sha256, key=f"shard-{t.split}-{t.index}-{os.getpid()}-"
+                                             f"{id(tasks)}", pure=False)
+                   for t in tasks]
+        results = []
+        try:
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                if bar is not None:
+                    bar.update(1)
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
+        return results
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _remove_stale_shards(out_dir: Path, keep: set) -> None:
+    for split_dir in out_dir.iterdir():
+        if not split_dir.is_dir():
+            continue
+        for f in split_dir.glob("shard-*.h5"):
+            rel = f"{split_dir.name}/{f.name}"
+            if rel not in keep:
+                log.info("removing stale shard %s", f)
+                f.unlink()
+
+
+# ----------------------------------------------------------------------------------------
+# Triangle source
+# ----------------------------------------------------------------------------------------
+def triangle_tasks(raw_path, shard_size: int = 1000) -> list[ShardTask]:
+    """One task per ``shard_size`` clouds of each split (clouds in raw-file order)."""
+    import h5py
+
+    from .triangle import SPLIT_NAMES
+
+    if shard_size < 1:
+        raise ValueError("shard_size must be >= 1")
+    with h5py.File(raw_path, "r") as f:
+        split = f["split"][()]
+    tasks = []
+    for code, name in enumerate(SPLIT_NAMES):
+        idx = np.flatnonzero(split == code).astype(np.int64)
+        for k, start in enumerate(range(0, len(idx), shard_size)):
+            tasks.append(ShardTask(split=name, index=k, path=shard_relpath(name, k),
+                                   payload=idx[start:start + shard_size]))
+    return tasks
+
+
+def triangle_make_block(task: ShardTask, raw_path: str, cutoff: float,
+                        max_neighbors: int | None = None,
+                        graph_fn: Callable | None = None) -> GraphBlock:
+    """Read the task's clouds from the raw file (opened read-only here) -> GraphBlock."""
+    import h5py
+
+    idx = np.asarray(task.payload, dtype=np.int64)
+    lo, hi = int(idx[0]), int(idx[-1]) + 1
+    with h5py.File(raw_path, "r") as f:
+        pos = f["pos"][lo:hi][idx - lo]
+        z = f["z"][lo:hi][idx - lo]
+        y = f["y"][lo:hi][idx - lo]
+    G, n = z.shape
+    node_ptr = np.arange(G + 1, dtype=np.int64) * n
+    ids = [f"triangle-{k:06d}" for k in idx.tolist()]
+    return block_from_arrays(pos.reshape(-1, 3), z.reshape(-1), node_ptr, y, ids, cutoff,
+                             max_neighbors, None, graph_fn)
+
+
+def build_triangle_shards(raw_path, out_dir, cutoff: float, max_neighbors: int | None = None,
+                          shard_size: int = 1000, workers: int = 1,
+                          scheduler: str | None = None, progress: bool = True,
+                          threads: int = 1, sha256: bool = False,
+                          compression: str | None = None,
+                          graph_fn: Callable | None = None) -> dict:
+    """Shard a raw Triangle file (see ``preprocess.triangle.write_raw``); return the manifest."""
+    from .triangle import read_raw_attrs
+
+    raw_path = Path(raw_path).resolve()
+    raw = read_raw_attrs(raw_path)
+    if raw.get("task") != "triangle":
+        raise ValueError(f"{raw_path}: not a raw Triangle file (task={raw.get('task')!r})")
+    if max_neighbors is not None and max_neighbors < 0:
+        max_neighbors = None
+    source = (f"preprocess generate-triangle seed={raw['seed']} num_clouds={raw['num_clouds']} "
+              f"num_points={raw['num_points']} radius={raw['radius']} "
+              f"min_dist={raw['min_dist']} (raw file {raw_path.name})")
+    attrs = {
+        "task": "triangle",
+        "cutoff": float(cutoff),
+        "max_neighbors": -1 if max_neighbors is None else int(max_neighbors),
+        "source": source,
+        "target_names": ",".join(raw.get("target_names", [])),
+        "raw_seed": int(raw["seed"]),
+        "raw_num_clouds": int(raw["num_clouds"]),
+        "raw_num_points": int(raw["num_points"]),
+        "raw_radius": float(raw["radius"]),
+        "raw_min_dist": float(raw["min_dist"]),
+    }
+    tasks = triangle_tasks(raw_path, shard_size)
+    make_block = functools.partial(triangle_make_block, raw_path=str(raw_path),
+                                   cutoff=float(cutoff), max_neighbors=max_neighbors,
+                                   graph_fn=graph_fn)
+    return build_shards(tasks, make_block, out_dir, attrs, workers=workers,
+                        scheduler=scheduler, threads=threads, progress=progress,
+                        sha256=sha256, compression=compression, desc="triangle shards")

@@ -1,0 +1,99 @@
+"""Command line: ``python -m preprocess {generate-triangle,build-graphs} ...``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+log = logging.getLogger("preprocess")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S", force=True)
+    logging.getLogger("distributed").setLevel(max(level, logging.WARNING))
+
+
+def _cmd_generate_triangle(args) -> int:
+    from .build import set_numba_threads
+    from .triangle import generate_triangle_clouds, write_raw
+
+    set_numba_threads(args.threads)
+    t0 = time.perf_counter()
+    data = generate_triangle_clouds(args.num_clouds, args.seed, num_points=args.num_points,
+                                    radius=args.radius, min_dist=args.min_dist)
+    write_raw(args.out, data)
+    log.info("wrote %d Triangle clouds (seed %d) to %s in %.1f s", args.num_clouds, args.seed,
+             args.out, time.perf_counter() - t0)
+    return 0
+
+
+def _cmd_build_graphs(args) -> int:
+    from .build import build_triangle_shards
+
+    if args.task != "triangle":
+        raise ValueError(f"build-graphs: task {args.task!r} is not supported yet")
+    t0 = time.perf_counter()
+    manifest = build_triangle_shards(
+        args.raw, args.out, cutoff=args.cutoff, max_neighbors=args.max_neighbors,
+        shard_size=args.shard_size, workers=args.workers, scheduler=args.scheduler,
+        progress=not args.no_progress, threads=args.threads, sha256=args.sha256,
+        compression=args.compression)
+    n = sum(s["num_graphs"] for s in manifest["splits"].values())
+    log.info("built %d graphs in %.1f s -> %s/manifest.json", n, time.perf_counter() - t0,
+             args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m preprocess",
+                                description="Preprocessing for the EQGAT workflow.")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate-triangle", help="generate the raw synthetic Triangle data")
+    g.add_argument("--num-clouds", type=int, required=True)
+    g.add_argument("--seed", type=int, required=True)
+    g.add_argument("--out", required=True, help="raw HDF5 file to write")
+    g.add_argument("--num-points", type=int, default=100)
+    g.add_argument("--radius", type=float, default=10.0)
+    g.add_argument("--min-dist", type=float, default=2.0)
+    g.add_argument("--threads", type=int, default=1, help="Numba threads")
+    g.set_defaults(func=_cmd_generate_triangle)
+
+    b = sub.add_parser("build-graphs", help="build HDF5 graph shards + manifest.json")
+    b.add_argument("--task", required=True, choices=["triangle"])
+    b.add_argument("--raw", required=True, help="raw input (Triangle: raw HDF5 file)")
+    b.add_argument("--out", required=True, help="output directory")
+    b.add_argument("--cutoff", type=float, required=True)
+    b.add_argument("--max-neighbors", type=int, default=None)
+    b.add_argument("--shard-size", type=int, default=1000)
+    b.add_argument("--workers", type=int, default=1,
+                   help="Dask worker processes (0/1: serial, in-process)")
+    b.add_argument("--threads", type=int, default=1, help="Numba threads in serial mode")
+    b.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    b.add_argument("--compression", default=None, help="HDF5 filter (e.g. gzip, lzf)")
+    b.add_argument("--sha256", action="store_true", help="record shard checksums")
+    b.add_argument("--no-progress", action="store_true")
+    b.set_defaults(func=_cmd_build_graphs)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    except Exception as exc:  # clear message, non-zero exit
+        log.debug("traceback", exc_info=True)
+        log.error("%s failed: %s: %s", args.command, type(exc).__name__, exc)
+        return 1

@@ -1,0 +1,569 @@
+"""HDF5 graph shards: many graphs per file, CSR offsets, random access (format version 1).
+
+See docs/shards.md for the full specification. In short, one shard file holds ``G`` graphs as
+
+=================  ===========================  ==========================================
+dataset            dtype / shape                meaning
+=================  ===========================  ==========================================
+``node_ptr``       int64 [G+1]                  nodes of graph g: ``node_ptr[g]:node_ptr[g+1]``
+``edge_ptr``       int64 [G+1]                  edges of graph g: ``edge_ptr[g]:edge_ptr[g+1]``
+``pos``            float32 [sumN, 3]            coordinates
+``z``              int8 [sumN]                  element / type ids
+``edge_index``     int16|int32 [2, sumE]        LOCAL node indices (row 0 source j, row 1
+                                                target i)
+``y``              float32 [G, T] | int64 [G]   regression targets | class labels
+``ids``            vlen UTF-8 str [G]           graph identifiers
+``<column>``       int64 [G]                    optional per-graph columns, e.g.
+                                                ``center_index`` (local, -1 = none)
+=================  ===========================  ==========================================
+
+Writing is atomic (temp file in the same directory, fsync, ``os.replace``); reading is lazy and
+fork-safe (one handle per process, opened on first access).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_VERSION",
+    "SUPPORTED_FORMAT_VERSIONS",
+    "ShardFormatError",
+    "GraphBlock",
+    "write_shard",
+    "ShardReader",
+    "write_manifest",
+    "read_manifest",
+    "verify_manifest",
+    "sha256_file",
+    "package_version",
+    "atomic_write_bytes",
+]
+
+FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSIONS = frozenset({1})
+MANIFEST_VERSION = 1
+INT16_MAX_NODES = 32768  # int16 edges when every graph has fewer nodes than this
+CORE_DATASETS = ("node_ptr", "edge_ptr", "pos", "z", "edge_index", "y", "ids")
+REQUIRED_ATTRS = ("task", "cutoff", "max_neighbors", "source")
+
+
+class ShardFormatError(ValueError):
+    """A shard or manifest is malformed or has an unsupported version."""
+
+
+def package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"eqgat-workflow {version('eqgat-workflow')}"
+    except Exception:  # pragma: no cover - not installed
+        return "eqgat-workflow (unknown version)"
+
+
+# --------------------------------------------------------------------------------------
+# In-memory block of graphs
+# --------------------------------------------------------------------------------------
+@dataclass
+class GraphBlock:
+    """A block of ``G`` graphs in CSR form (what one shard file holds).
+
+    ``edge_index`` holds LOCAL node indices (0 .. n_g-1 within each graph) of any integer
+    dtype; ``write_shard`` picks int16/int32. ``columns`` holds optional per-graph integer
+    columns (int64 [G]), e.g. ``{"center_index": ...}``.
+    """
+
+    node_ptr: np.ndarray
+    edge_ptr: np.ndarray
+    pos: np.ndarray
+    z: np.ndarray
+    edge_index: np.ndarray
+    y: np.ndarray
+    ids: Sequence[str]
+    columns: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.node_ptr = np.ascontiguousarray(self.node_ptr, dtype=np.int64)
+        self.edge_ptr = np.ascontiguousarray(self.edge_ptr, dtype=np.int64)
+        self.pos = np.ascontiguousarray(self.pos, dtype=np.float32)
+        self.z = np.ascontiguousarray(self.z, dtype=np.int8)
+        ei = np.asarray(self.edge_index)
+        if ei.size == 0:
+            ei = ei.reshape(2, 0)
+        self.edge_index = np.ascontiguousarray(ei)
+        y = np.asarray(self.y)
+        if np.issubdtype(y.dtype, np.floating):
+            y = np.ascontiguousarray(y, dtype=np.float32)
+            if y.ndim == 1:
+                y = y.reshape(-1, 1)
+        elif np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+            y = np.ascontiguousarray(y, dtype=np.int64)
+        else:
+            raise ShardFormatError(f"y must be float (regression) or int (classes), got {y.dtype}")
+        self.y = y
+        self.ids = [str(s) for s in self.ids]
+        self.columns = {str(k): np.ascontiguousarray(v, dtype=np.int64)
+                        for k, v in dict(self.columns).items()}
+        self.validate()
+
+    @property
+    def num_graphs(self) -> int:
+        return int(self.node_ptr.shape[0] - 1)
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.node_ptr[-1])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_ptr[-1])
+
+    @property
+    def task_kind(self) -> str:
+        return "regression" if self.y.dtype == np.float32 else "classification"
+
+    def validate(self) -> None:
+        G = self.num_graphs
+        for name in ("node_ptr", "edge_ptr"):
+            p = getattr(self, name)
+            if p.ndim != 1 or p.shape[0] < 1 or p[0] != 0 or np.any(np.diff(p) < 0):
+                raise ShardFormatError(f"{name} must be int64 [G+1], start at 0, non-decreasing")
+        if self.edge_ptr.shape[0] != G + 1:
+            raise ShardFormatError("node_ptr and edge_ptr must have the same length")
+        N, E = self.num_nodes, self.num_edges
+        if self.pos.shape != (N, 3):
+            raise ShardFormatError(f"pos must be [{N},3], got {self.pos.shape}")
+        if self.z.shape != (N,):
+            raise ShardFormatError(f"z must be [{N}], got {self.z.shape}")
+        if self.edge_index.ndim != 2 or self.edge_index.shape != (2, E):
+            raise ShardFormatError(f"edge_index must be [2,{E}], got {self.edge_index.shape}")
+        if not np.issubdtype(self.edge_index.dtype, np.integer):
+            raise ShardFormatError("edge_index must be integer")
+        if E:
+            n_per_edge = np.repeat(np.diff(self.node_ptr), np.diff(self.edge_ptr))
+            if self.edge_index.min() < 0 or np.any(self.edge_index >= n_per_edge[None, :]):
+                raise ShardFormatError("edge_index must hold local indices in [0, n_g)")
+        if self.y.shape[0] != G:
+            raise ShardFormatError(f"y must have {G} rows, got {self.y.shape}")
+        if len(self.ids) != G:
+            raise ShardFormatError(f"ids must have {G} entries, got {len(self.ids)}")
+        for k, v in self.columns.items():
+            if k in CORE_DATASETS:
+                raise ShardFormatError(f"column name {k!r} clashes with a core dataset")
+            if v.shape != (G,):
+                raise ShardFormatError(f"column {k!r} must be int64 [{G}], got {v.shape}")
+
+    @classmethod
+    def from_graphs(cls, graphs: Iterable[Mapping], columns: Sequence[str] = ()) -> "GraphBlock":
+        """Build a block from per-graph records with one concatenation per array.
+
+        Each record needs ``pos`` [n,3], ``z`` [n], ``edge_index`` [2,e] (local), ``y`` and
+        ``id``; names in ``columns`` are read from the record (default -1 when missing).
+        """
+        graphs = list(graphs)
+        n = np.fromiter((len(g["z"]) for g in graphs), dtype=np.int64, count=len(graphs))
+        e = np.fromiter((np.shape(g["edge_index"])[1] for g in graphs), dtype=np.int64,
+                        count=len(graphs))
+        node_ptr = np.zeros(len(graphs) + 1, np.int64)
+        edge_ptr = np.zeros(len(graphs) + 1, np.int64)
+        np.cumsum(n, out=node_ptr[1:])
+        np.cumsum(e, out=edge_ptr[1:])
+
+        def cat(key, shape_tail, dtype):
+            if not graphs:
+                return np.zeros((0,) + shape_tail, dtype)
+            return np.concatenate([np.asarray(g[key], dtype=dtype).reshape((-1,) + shape_tail)
+                                   for g in graphs])
+
+        ei = (np.concatenate([np.asarray(g["edge_index"], np.int64).reshape(2, -1)
+                              for g in graphs], axis=1)
+              if graphs else np.zeros((2, 0), np.int64))
+        if graphs:
+            y = np.stack([np.asarray(g["y"]) for g in graphs])
+        else:
+            y = np.zeros((0, 1), np.float32)
+        cols = {c: np.array([int(g.get(c, -1)) for g in graphs], dtype=np.int64)
+                for c in columns}
+        return cls(node_ptr=node_ptr, edge_ptr=edge_ptr, pos=cat("pos", (3,), np.float32),
+                   z=cat("z", (), np.int8), edge_index=ei, y=y,
+                   ids=[g["id"] for g in graphs], columns=cols)
+
+    def graph(self, i: int) -> dict:
+        """Graph ``i`` as a dict (same keys as ``ShardReader.read``)."""
+        n0, n1 = self.node_ptr[i], self.node_ptr[i + 1]
+        e0, e1 = self.edge_ptr[i], self.edge_ptr[i + 1]
+        out = {"pos": self.pos[n0:n1], "z": self.z[n0:n1],
+               "edge_index": self.edge_index[:, e0:e1].astype(np.int64),
+               "y": self.y[i], "id": self.ids[i]}
+        for k, v in self.columns.items():
+            out[k] = v[i]
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# Atomic writing
+# --------------------------------------------------------------------------------------
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+class _AtomicPath:
+    """Context manager yielding a temp path next to ``path``; replaces ``path`` on success."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def __enter__(self) -> str:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
+                                        dir=self.path.parent)
+        os.close(fd)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                with open(self.tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(self.tmp, self.path)
+                _fsync_dir(self.path.parent)
+                return False
+            except BaseException:
+                self._cleanup()
+                raise
+        self._cleanup()
+        return False
+
+    def _cleanup(self):
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    with _AtomicPath(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+
+def write_shard(path, block: GraphBlock, attrs: Mapping, compression: str | None = None,
+                compression_opts=None) -> None:
+    """Write ``block`` as one shard file at ``path``, atomically.
+
+    ``attrs`` must contain ``task``, ``cutoff``, ``max_neighbors`` (None or -1 = none) and
+    ``source``; any other scalar/string attrs are stored too. ``format_version``,
+    ``num_graphs``, ``num_nodes``, ``num_edges``, ``edge_index_dtype``, ``y_kind``,
+    ``graph_columns`` and ``created_by`` are set here. Datasets are contiguous unless
+    ``compression`` (e.g. ``"gzip"``, ``"lzf"``) is given, then they are chunked.
+    """
+    import h5py
+
+    missing = [k for k in REQUIRED_ATTRS if k not in attrs]
+    if missing:
+        raise ShardFormatError(f"write_shard: missing required attrs {missing}")
+    block.validate()
+    max_n = int(np.diff(block.node_ptr).max()) if block.num_graphs else 0
+    edge_dtype = np.int16 if max_n < INT16_MAX_NODES else np.int32
+    root = {k: v for k, v in attrs.items()}
+    if root["max_neighbors"] is None:
+        root["max_neighbors"] = -1
+    root.update({
+        "format_version": FORMAT_VERSION,
+        "num_graphs": block.num_graphs,
+        "num_nodes": block.num_nodes,
+        "num_edges": block.num_edges,
+        "edge_index_dtype": np.dtype(edge_dtype).name,
+        "y_kind": block.task_kind,
+        "graph_columns": json.dumps(sorted(block.columns)),
+        "created_by": root.get("created_by", package_version()),
+    })
+
+    def dset(f, name, data, dtype=None):
+        kw = {"track_times": False}
+        if compression is not None and np.size(data) > 0:
+            kw.update(compression=compression, compression_opts=compression_opts,
+                      shuffle=True, chunks=True)
+        if dtype is None:
+            f.create_dataset(name, data=data, **kw)
+        else:
+            f.create_dataset(name, data=data, dtype=dtype, **kw)
+
+    with _AtomicPath(path) as tmp:
+        with h5py.File(tmp, "w", track_order=False) as f:
+            dset(f, "node_ptr", block.node_ptr)
+            dset(f, "edge_ptr", block.edge_ptr)
+            dset(f, "pos", block.pos)
+            dset(f, "z", block.z)
+            dset(f, "edge_index", block.edge_index.astype(edge_dtype))
+            dset(f, "y", block.y)
+            dset(f, "ids", np.array(block.ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
+            for k in sorted(block.columns):
+                dset(f, k, block.columns[k])
+            for k in sorted(root):
+                v = root[k]
+                f.attrs[k] = "" if v is None else v
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------
+def _py(v):
+    if isinstance(v, np.ndarray):
+        return [_py(x) for x in v.tolist()]
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, bytes):
+        return v.decode()
+    return v
+
+
+class ShardReader:
+    """Random access to the graphs of one shard file.
+
+    The file is opened lazily on first access, once per process: after a ``fork`` (e.g. in
+    PyTorch DataLoader workers) the child notices the changed pid and opens its own handle.
+    Pickling drops the handle, so spawn/forkserver workers work too.
+    """
+
+    def __init__(self, path):
+        self.path = str(path)
+        self._file = None
+        self._pid = None
+        self._cache = None
+
+    # -- handle management --------------------------------------------------------
+    def _ensure_open(self):
+        pid = os.getpid()
+        if self._file is not None and self._pid == pid:
+            return self._file
+        import h5py
+
+        # A handle inherited from the parent process is never used (nor closed) here.
+        self._file = None
+        try:
+            f = h5py.File(self.path, "r")
+        except (OSError, FileNotFoundError) as exc:
+            raise OSError(f"cannot open shard {self.path}: {exc}") from exc
+        try:
+            version = f.attrs.get("format_version", None)
+            version = _py(version)
+            if version not in SUPPORTED_FORMAT_VERSIONS:
+                raise ShardFormatError(
+                    f"{self.path}: unsupported shard format_version {version!r} "
+                    f"(this reader supports {sorted(SUPPORTED_FORMAT_VERSIONS)}); "
+                    "rebuild the shards with this version of the package")
+            missing = [d for d in CORE_DATASETS if d not in f]
+            if missing:
+                raise ShardFormatError(f"{self.path}: missing datasets {missing}")
+            attrs = {k: _py(v) for k, v in f.attrs.items()}
+            cols = json.loads(attrs.get("graph_columns", "[]") or "[]")
+            self._cache = {
+                "attrs": attrs,
+                "node_ptr": f["node_ptr"][()],
+                "edge_ptr": f["edge_ptr"][()],
+                "y": f["y"][()],
+                "columns": {c: f[c][()] for c in cols},
+                # ids are read once (a per-graph variable-length string read costs ~80 us)
+                "ids": f["ids"].asstr()[()],
+                # dataset objects are cached: a lookup by name costs tens of microseconds
+                "pos": f["pos"], "z": f["z"], "edge_index": f["edge_index"],
+            }
+        except BaseException:
+            f.close()
+            raise
+        self._file, self._pid = f, pid
+        return f
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+        self._pid = None
+        self._cache = None
+
+    def __getstate__(self):
+        return {"path": self.path, "_file": None, "_pid": None, "_cache": None}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- access -----------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict:
+        self._ensure_open()
+        return dict(self._cache["attrs"])
+
+    def __len__(self) -> int:
+        self._ensure_open()
+        return int(self._cache["node_ptr"].shape[0] - 1)
+
+    def read(self, i: int) -> dict:
+        """Graph ``i``: ``pos`` float32 [n,3], ``z`` int8 [n], ``edge_index`` int64 [2,e]
+        (local), ``y`` (float32 [T] or int64 scalar), ``id`` str, plus per-graph columns
+        (int64 scalars)."""
+        self._ensure_open()
+        c = self._cache
+        G = c["node_ptr"].shape[0] - 1
+        i = int(i)
+        if i < 0:
+            i += G
+        if not 0 <= i < G:
+            raise IndexError(f"graph index {i} out of range for {G} graphs in {self.path}")
+        n0, n1 = int(c["node_ptr"][i]), int(c["node_ptr"][i + 1])
+        e0, e1 = int(c["edge_ptr"][i]), int(c["edge_ptr"][i + 1])
+        out = {
+            "pos": c["pos"][n0:n1] if n1 > n0 else np.zeros((0, 3), np.float32),
+            "z": c["z"][n0:n1] if n1 > n0 else np.zeros(0, np.int8),
+            "edge_index": (c["edge_index"][:, e0:e1].astype(np.int64) if e1 > e0
+                           else np.zeros((2, 0), np.int64)),
+            "y": c["y"][i],
+            "id": str(c["ids"][i]),
+        }
+        for k, v in c["columns"].items():
+            out[k] = v[i]
+        return out
+
+    def read_block(self) -> GraphBlock:
+        """The whole shard as a GraphBlock (edge_index keeps its stored dtype)."""
+        f = self._ensure_open()
+        c = self._cache
+        return GraphBlock(node_ptr=c["node_ptr"], edge_ptr=c["edge_ptr"], pos=f["pos"][()],
+                          z=f["z"][()], edge_index=f["edge_index"][()], y=c["y"],
+                          ids=list(c["ids"]), columns=dict(c["columns"]))
+
+
+# --------------------------------------------------------------------------------------
+# Manifest
+# --------------------------------------------------------------------------------------
+def sha256_file(path, bufsize: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            b = fh.read(bufsize)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+_SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+
+
+def write_manifest(path, shards: list[dict], task: str | None = None,
+                   attrs: Mapping | None = None, sha256: bool = False) -> dict:
+    """Write the JSON manifest of a shard directory atomically and return it.
+
+    ``shards``: one dict per shard file with at least ``split``, ``path`` (absolute, or
+    relative to the manifest's directory; stored relative) and ``num_graphs``; optional
+    ``num_nodes``, ``num_edges``, ``sha256``, ``index``. Shards keep their given order within a
+    split (the order defines the dataset's global graph order). ``sha256=True`` computes
+    missing checksums. ``task`` defaults to ``attrs["task"]``.
+    """
+    path = Path(path)
+    root = path.parent.resolve()
+    attrs = dict(attrs or {})
+    task = task if task is not None else attrs.get("task")
+    if task is None:
+        raise ValueError("write_manifest: task is required")
+    splits: dict = {}
+    for s in shards:
+        p = Path(s["path"])
+        abs_p = p if p.is_absolute() else root / p
+        try:
+            rel = abs_p.resolve().relative_to(root)
+        except ValueError:
+            raise ValueError(f"shard {abs_p} is not inside the manifest directory {root}")
+        entry = {"path": rel.as_posix(), "num_graphs": int(s["num_graphs"])}
+        for k in ("num_nodes", "num_edges"):
+            if k in s:
+                entry[k] = int(s[k])
+        if s.get("sha256"):
+            entry["sha256"] = s["sha256"]
+        elif sha256:
+            entry["sha256"] = sha256_file(abs_p)
+        splits.setdefault(str(s["split"]), []).append(entry)
+    ordered = dict(sorted(splits.items(), key=lambda kv: (_SPLIT_ORDER.get(kv[0], 99), kv[0])))
+    manifest = {
+        "manifest_version": MANIFEST_VERSION,
+        "shard_format_version": FORMAT_VERSION,
+        "task": task,
+        "created_by": package_version(),
+        "attrs": {k: _py(v) for k, v in attrs.items()},
+        "splits": {name: {"num_graphs": sum(e["num_graphs"] for e in lst), "shards": lst}
+                   for name, lst in ordered.items()},
+    }
+    atomic_write_bytes(path, (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode())
+    return manifest
+
+
+def read_manifest(path) -> dict:
+    """Load and check a manifest. Adds ``"root"`` (absolute directory of the manifest)."""
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"manifest not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise ShardFormatError(f"{path}: not valid JSON ({exc})") from exc
+    if manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise ShardFormatError(f"{path}: unsupported manifest_version "
+                               f"{manifest.get('manifest_version')!r} (expected {MANIFEST_VERSION})")
+    if manifest.get("shard_format_version") not in SUPPORTED_FORMAT_VERSIONS:
+        raise ShardFormatError(f"{path}: unsupported shard_format_version "
+                               f"{manifest.get('shard_format_version')!r}")
+    for key in ("task", "splits"):
+        if key not in manifest:
+            raise ShardFormatError(f"{path}: missing key {key!r}")
+    manifest["root"] = str(path.parent.resolve())
+    return manifest
+
+
+def verify_manifest(path) -> list[str]:
+    """Return a list of problems (missing files, wrong graph counts or checksums)."""
+    m = read_manifest(path)
+    root = Path(m["root"])
+    problems = []
+    for split, info in m["splits"].items():
+        for e in info["shards"]:
+            p = root / e["path"]
+            if not p.exists():
+                problems.append(f"{split}: missing {p}")
+                continue
+            if "sha256" in e and sha256_file(p) != e["sha256"]:
+                problems.append(f"{split}: checksum mismatch {p}")
+            try:
+                with ShardReader(p) as r:
+                    if len(r) != e["num_graphs"]:
+                        problems.append(f"{split}: {p} has {len(r)} graphs, manifest says "
+                                        f"{e['num_graphs']}")
+            except (OSError, ShardFormatError) as exc:
+                problems.append(f"{split}: {exc}")
+    return problems

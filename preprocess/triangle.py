@@ -1,0 +1,274 @@
+"""Synthetic Triangle task (EQGAT paper, appendix B).
+
+Each cloud holds ``num_points`` points drawn uniformly in a ball of radius ``radius`` by
+sequential random addition: a candidate is drawn uniformly in the ball and rejected when it
+lies closer than ``min_dist`` to an already accepted point. Three distinct points are then
+chosen at random as the "special" points (``z = 1``; all others ``z = 0``). The targets are
+
+* the distance between the centre of mass of all points (equal masses) and the centroid
+  of the three special points,
+* the perimeter of the triangle spanned by the special points,
+* the area of that triangle.
+
+Determinism: cloud ``k`` is generated from its own random stream, derived from
+``numpy.random.SeedSequence(seed, spawn_key=(0, k))``, so the same ``(seed, k)`` always
+gives bitwise the same cloud, independently of how many clouds are generated and of the
+number of Numba threads. The stream itself is a SplitMix64 generator implemented in the
+jitted kernel. The split (0 = train, 1 = val, 2 = test; 80/10/10) comes from a permutation
+drawn from ``SeedSequence(seed, spawn_key=(1,))``; it necessarily depends on ``num_clouds``.
+
+Positions are stored as float32; the targets are computed (in float64, stored as float32)
+from the float32 positions that are stored, so they are exactly reproducible from the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numba
+import numpy as np
+
+__all__ = [
+    "SPLIT_NAMES",
+    "TARGET_NAMES",
+    "generate_triangle_clouds",
+    "triangle_targets",
+    "split_assignment",
+    "write_raw",
+    "read_raw_attrs",
+]
+
+SPLIT_NAMES = ("train", "val", "test")
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+TARGET_NAMES = ("centroid_distance", "perimeter", "area")
+RAW_FORMAT = "triangle-raw"
+RAW_FORMAT_VERSION = 1
+
+# SplitMix64 constants (Steele, Lea & Flood 2014).
+_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S11 = np.uint64(11)
+_INV53 = 1.0 / 9007199254740992.0  # 2**-53
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _next_u64(state):
+    z = state[0] + _GAMMA
+    state[0] = z
+    z = (z ^ (z >> _S30)) * _MIX1
+    z = (z ^ (z >> _S27)) * _MIX2
+    return z ^ (z >> _S31)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _uniform(state):
+    """Uniform double in [0, 1)."""
+    return np.float64(_next_u64(state) >> _S11) * _INV53
+
+
+@numba.njit(cache=True, nogil=True)
+def _one_cloud(seed_u64, num_points, radius, min_dist, max_attempts, out_pos, out_special):
+    """Fill out_pos [n,3] (float64) and out_special [3]; return False if packing failed."""
+    state = np.empty(1, dtype=np.uint64)
+    state[0] = seed_u64
+    r2 = radius * radius
+    d2 = min_dist * min_dist
+    n_acc = 0
+    attempts = 0
+    while n_acc < num_points:
+        attempts += 1
+        if attempts > max_attempts:
+            return False
+        # uniform in the ball: uniform in the cube, rejected outside the ball
+        x = (2.0 * _uniform(state) - 1.0) * radius
+        y = (2.0 * _uniform(state) - 1.0) * radius
+        z = (2.0 * _uniform(state) - 1.0) * radius
+        if x * x + y * y + z * z > r2:
+            continue
+        ok = True
+        for j in range(n_acc):
+            dx = out_pos[j, 0] - x
+            dy = out_pos[j, 1] - y
+            dz = out_pos[j, 2] - z
+            if dx * dx + dy * dy + dz * dz < d2:
+                ok = False
+                break
+        if ok:
+            out_pos[n_acc, 0] = x
+            out_pos[n_acc, 1] = y
+            out_pos[n_acc, 2] = z
+            n_acc += 1
+    # three distinct special points: partial Fisher-Yates shuffle
+    perm = np.arange(num_points)
+    for t in range(3):
+        j = t + int(_uniform(state) * (num_points - t))
+        if j >= num_points:  # guard against rounding
+            j = num_points - 1
+        tmp = perm[t]
+        perm[t] = perm[j]
+        perm[j] = tmp
+        out_special[t] = perm[t]
+    return True
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _generate(seeds, num_points, radius, min_dist, max_attempts, pos, special, ok):
+    for k in numba.prange(seeds.shape[0]):
+        ok[k] = _one_cloud(seeds[k], num_points, radius, min_dist, max_attempts,
+                           pos[k], special[k])
+
+
+def _cloud_seeds(seed: int, num_clouds: int) -> np.ndarray:
+    out = np.empty(num_clouds, dtype=np.uint64)
+    for k in range(num_clouds):
+        out[k] = np.random.SeedSequence(seed, spawn_key=(0, k)).generate_state(1, np.uint64)[0]
+    return out
+
+
+def triangle_targets(pos: np.ndarray, special: np.ndarray) -> np.ndarray:
+    """Targets for clouds ``pos`` [B,n,3] with special indices ``special`` [B,3].
+
+    Returns float64 [B,3]: (|centre of mass - triangle centroid|, perimeter, area).
+    Also accepts a single cloud ([n,3], [3]) and then returns [3].
+    """
+    pos = np.asarray(pos, dtype=np.float64)
+    special = np.asarray(special, dtype=np.int64)
+    single = pos.ndim == 2
+    if single:
+        pos, special = pos[None], special[None]
+    com = pos.mean(axis=1)
+    tri = np.take_along_axis(pos, special[:, :, None], axis=1)  # [B,3,3]
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    dist = np.linalg.norm(com - tri.mean(axis=1), axis=1)
+    perim = (np.linalg.norm(b - a, axis=1) + np.linalg.norm(c - b, axis=1)
+             + np.linalg.norm(a - c, axis=1))
+    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    out = np.stack([dist, perim, area], axis=1)
+    return out[0] if single else out
+
+
+def split_assignment(num_clouds: int, seed: int) -> np.ndarray:
+    """int8 [num_clouds]: 0 train, 1 val, 2 test (80/10/10, seeded permutation)."""
+    n_val = int(num_clouds * SPLIT_FRACTIONS[1])
+    n_test = int(num_clouds * SPLIT_FRACTIONS[2])
+    n_train = num_clouds - n_val - n_test
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1,)))
+    perm = rng.permutation(num_clouds)
+    split = np.empty(num_clouds, dtype=np.int8)
+    split[perm[:n_train]] = 0
+    split[perm[n_train:n_train + n_val]] = 1
+    split[perm[n_train + n_val:]] = 2
+    return split
+
+
+def generate_triangle_clouds(num_clouds: int, seed: int, num_points: int = 100,
+                             radius: float = 10.0, min_dist: float = 2.0,
+                             max_attempts: int = 1_000_000) -> dict:
+    """Generate Triangle clouds.
+
+    Returns a dict with ``pos`` float32 [C,n,3], ``z`` int8 [C,n], ``y`` float32 [C,3],
+    ``special`` int64 [C,3] (indices of the special points), ``split`` int8 [C] and
+    ``attrs`` (the generator parameters).
+    """
+    num_clouds = int(num_clouds)
+    seed = int(seed)
+    num_points = int(num_points)
+    if num_clouds < 0:
+        raise ValueError("num_clouds must be >= 0")
+    if seed < 0:
+        raise ValueError("seed must be >= 0")
+    if num_points < 3:
+        raise ValueError("num_points must be >= 3 (three special points)")
+    if radius <= 0 or min_dist < 0:
+        raise ValueError("radius must be > 0 and min_dist >= 0")
+    seeds = _cloud_seeds(seed, num_clouds)
+    pos64 = np.zeros((num_clouds, num_points, 3), dtype=np.float64)
+    special = np.zeros((num_clouds, 3), dtype=np.int64)
+    ok = np.zeros(num_clouds, dtype=np.bool_)
+    if num_clouds:
+        _generate(seeds, num_points, float(radius), float(min_dist), int(max_attempts),
+                  pos64, special, ok)
+    if not ok.all():
+        bad = int(np.flatnonzero(~ok)[0])
+        raise RuntimeError(
+            f"could not place {num_points} points with min_dist={min_dist} in a ball of "
+            f"radius {radius} within {max_attempts} attempts (cloud {bad})")
+    pos = pos64.astype(np.float32)
+    z = np.zeros((num_clouds, num_points), dtype=np.int8)
+    np.put_along_axis(z, special, 1, axis=1)
+    y = (triangle_targets(pos, special).astype(np.float32) if num_clouds
+         else np.zeros((0, 3), np.float32))
+    attrs = {
+        "format": RAW_FORMAT,
+        "format_version": RAW_FORMAT_VERSION,
+        "task": "triangle",
+        "num_clouds": num_clouds,
+        "seed": seed,
+        "num_points": num_points,
+        "radius": float(radius),
+        "min_dist": float(min_dist),
+        "split_names": list(SPLIT_NAMES),
+        "split_fractions": list(SPLIT_FRACTIONS),
+        "target_names": list(TARGET_NAMES),
+        "rng": "SplitMix64 per cloud seeded by SeedSequence(seed, spawn_key=(0, k))",
+    }
+    return {"pos": pos, "z": z, "y": y, "special": special,
+            "split": split_assignment(num_clouds, seed), "attrs": attrs}
+
+
+def write_raw(path, data: dict, attrs: dict | None = None) -> None:
+    """Write one raw Triangle HDF5 file atomically (temp file + fsync + os.replace).
+
+    Datasets: ``pos`` float32 [C,n,3], ``z`` int8 [C,n], ``y`` float32 [C,3],
+    ``special`` int64 [C,3], ``split`` int8 [C]. Root attrs: ``data["attrs"]`` updated
+    with ``attrs``.
+    """
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    all_attrs = dict(data.get("attrs", {}))
+    all_attrs.update(attrs or {})
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for name, dtype in (("pos", np.float32), ("z", np.int8), ("y", np.float32),
+                                ("special", np.int64), ("split", np.int8)):
+                if name in data:
+                    f.create_dataset(name, data=np.ascontiguousarray(data[name], dtype=dtype),
+                                     track_times=False)
+            for key, value in all_attrs.items():
+                f.attrs[key] = value
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_raw_attrs(path) -> dict:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return {k: _py(v) for k, v in f.attrs.items()}
+
+
+def _py(v):
+    if isinstance(v, np.ndarray):
+        return [_py(x) for x in v.tolist()]
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, bytes):
+        return v.decode()
+    return v

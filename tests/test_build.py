@@ -1,0 +1,217 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from preprocess.build import (
+    ShardTask,
+    block_from_records,
+    build_shards,
+    build_triangle_shards,
+)
+from preprocess.cli import main
+from preprocess.shards import ShardReader, read_manifest
+from preprocess.triangle import generate_triangle_clouds, write_raw
+
+CUTOFF = 5.0
+
+
+def brute_radius_graph_batch(pos, ptr, cutoff, max_neighbors=None):
+    """Reference: edges j->i, i != j, |x_i - x_j|^2 <= cutoff^2, sorted by (i, j), local."""
+    eis, counts = [], []
+    for b in range(len(ptr) - 1):
+        p = np.asarray(pos[ptr[b]:ptr[b + 1]], np.float64)
+        d = ((p[:, None] - p[None]) ** 2).sum(-1)  # squared distances, as neighbors.py
+        adj = d <= cutoff * cutoff
+        np.fill_diagonal(adj, False)
+        if max_neighbors is not None:
+            for i in range(len(p)):
+                nb = np.flatnonzero(adj[i])
+                if len(nb) > max_neighbors:
+                    keep = nb[np.argsort(d[i, nb], kind="stable")[:max_neighbors]]
+                    adj[i] = False
+                    adj[i, keep] = True
+        i, j = np.nonzero(adj)  # row-major: sorted by (i, j)
+        eis.append(np.stack([j, i]))
+        counts.append(len(i))
+    edge_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    ei = np.concatenate(eis, axis=1) if eis else np.zeros((2, 0))
+    return ei.astype(np.int64), edge_ptr
+
+
+def _graph_fn():
+    """The project's radius_graph_batch when it exists, else the brute-force reference."""
+    try:
+        from preprocess.neighbors import radius_graph_batch
+
+        return None  # build default
+    except ImportError:
+        import cloudpickle
+
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        return brute_radius_graph_batch
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    path = tmp_path_factory.mktemp("raw") / "raw.h5"
+    data = generate_triangle_clouds(50, seed=11, num_points=30, radius=6.0, min_dist=1.5)
+    write_raw(path, data)
+    return path, data
+
+
+@pytest.fixture(scope="module")
+def serial_build(raw, tmp_path_factory):
+    out = tmp_path_factory.mktemp("serial")
+    m = build_triangle_shards(raw[0], out, cutoff=CUTOFF, shard_size=16, workers=1,
+                              progress=False, graph_fn=_graph_fn())
+    return out, m
+
+
+def all_datasets(out):
+    res = {}
+    for p in sorted(Path(out).rglob("*.h5")):
+        with h5py.File(p, "r") as f:
+            for k in f:
+                res[(p.relative_to(out).as_posix(), k)] = f[k][()]
+            res[(p.relative_to(out).as_posix(), "attrs")] = {k: f.attrs[k] for k in f.attrs}
+    return res
+
+
+def test_serial_build_contents(raw, serial_build):
+    path, data = raw
+    out, m = serial_build
+    assert read_manifest(out / "manifest.json")["splits"] == m["splits"]
+    assert {k: v["num_graphs"] for k, v in m["splits"].items()} == {
+        "train": 40, "val": 5, "test": 5}
+    assert [e["path"] for e in m["splits"]["train"]["shards"]] == [
+        "train/shard-00000.h5", "train/shard-00001.h5", "train/shard-00002.h5"]
+    assert [e["num_graphs"] for e in m["splits"]["train"]["shards"]] == [16, 16, 8]
+    assert m["attrs"]["cutoff"] == CUTOFF and m["attrs"]["max_neighbors"] == -1
+    assert "seed=11" in m["attrs"]["source"]
+
+    from eqgat.data import ShardDataset
+
+    for code, split in enumerate(["train", "val", "test"]):
+        ds = ShardDataset(out / "manifest.json", split)
+        idx = np.flatnonzero(data["split"] == code)
+        assert len(ds) == len(idx)
+        ref_ei, ref_ptr = brute_radius_graph_batch(
+            data["pos"][idx].reshape(-1, 3), np.arange(len(idx) + 1) * 30, CUTOFF)
+        for n, k in enumerate(idx):
+            d = ds[n]
+            assert d.id == f"triangle-{k:06d}"
+            np.testing.assert_array_equal(d.pos.numpy(), data["pos"][k])
+            np.testing.assert_array_equal(d.z.numpy(), data["z"][k])
+            np.testing.assert_array_equal(d.y.numpy()[0], data["y"][k])
+            np.testing.assert_array_equal(d.edge_index.numpy(),
+                                          ref_ei[:, ref_ptr[n]:ref_ptr[n + 1]])
+    with ShardReader(out / "train" / "shard-00000.h5") as r:
+        a = r.attrs
+        assert a["task"] == "triangle" and a["cutoff"] == CUTOFF
+        assert a["edge_index_dtype"] == "int16" and a["format_version"] == 1
+        assert a["target_names"] == "centroid_distance,perimeter,area"
+
+
+def test_parallel_build_identical(raw, serial_build, tmp_path):
+    out_s, m_s = serial_build
+    m_p = build_triangle_shards(raw[0], tmp_path, cutoff=CUTOFF, shard_size=16, workers=2,
+                                progress=False, graph_fn=_graph_fn())
+    assert m_p["splits"] == m_s["splits"]
+    a, b = all_datasets(out_s), all_datasets(tmp_path)
+    assert a.keys() == b.keys()
+    for key in a:
+        if key[1] == "attrs":
+            assert a[key].keys() == b[key].keys()
+            for k in a[key]:
+                assert np.array_equal(a[key][k], b[key][k]), key
+        else:
+            assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
+    # with track_times=False even the files are byte-identical
+    for p in sorted(out_s.rglob("*.h5")):
+        assert p.read_bytes() == (tmp_path / p.relative_to(out_s)).read_bytes()
+
+
+def test_rebuild_removes_stale_shards_and_max_neighbors(raw, tmp_path):
+    build_triangle_shards(raw[0], tmp_path, cutoff=CUTOFF, shard_size=8, progress=False,
+                          graph_fn=_graph_fn())
+    assert len(list((tmp_path / "train").glob("shard-*.h5"))) == 5
+    m = build_triangle_shards(raw[0], tmp_path, cutoff=CUTOFF, shard_size=64, max_neighbors=3,
+                              progress=False, graph_fn=_graph_fn(), sha256=True)
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["shard-00000.h5"]
+    assert m["attrs"]["max_neighbors"] == 3
+    assert len(m["splits"]["train"]["shards"][0]["sha256"]) == 64
+    with ShardReader(tmp_path / "train" / "shard-00000.h5") as r:
+        for i in range(len(r)):
+            tgt = r.read(i)["edge_index"][1]
+            assert np.bincount(tgt, minlength=30).max() <= 3
+
+
+def _records_block(task):
+    rng = np.random.default_rng(task.index)
+    recs = []
+    for g in range(task.payload):
+        n = int(rng.integers(1, 20))
+        recs.append((f"{task.split}-{task.index}-{g}", rng.uniform(0, 6, (n, 3)),
+                     rng.integers(0, 9, n), np.float32(rng.normal()), n - 1))
+    return block_from_records(recs, cutoff=3.0, graph_fn=brute_radius_graph_batch)
+
+
+def test_generic_build_shards_records(tmp_path):
+    tasks = [ShardTask("train", 0, "train/shard-00000.h5", 3),
+             ShardTask("train", 1, "train/shard-00001.h5", 2),
+             ShardTask("test", 0, "test/shard-00000.h5", 1)]
+    attrs = {"task": "toy", "cutoff": 3.0, "max_neighbors": -1, "source": "records"}
+    m = build_shards(tasks, _records_block, tmp_path, attrs, progress=False)
+    assert m["task"] == "toy" and m["splits"]["train"]["num_graphs"] == 5
+    from eqgat.data import ShardDataset
+
+    ds = ShardDataset(tmp_path / "manifest.json", "train")
+    assert [d.id for d in ds] == ["train-0-0", "train-0-1", "train-0-2", "train-1-0", "train-1-1"]
+    for d in ds:
+        assert int(d.center_index) == d.num_nodes - 1
+        assert d.y.shape == (1, 1)
+
+
+def test_failed_build_writes_no_manifest(tmp_path):
+    def boom(task):
+        raise RuntimeError("reader failed")
+
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(RuntimeError, match="reader failed"):
+        build_shards([ShardTask("train", 0, "train/shard-00000.h5")], boom, tmp_path,
+                     {"task": "t", "cutoff": 1.0, "max_neighbors": -1, "source": "x"},
+                     progress=False)
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_cli_end_to_end(tmp_path, monkeypatch):
+    raw = tmp_path / "raw.h5"
+    assert main(["generate-triangle", "--num-clouds", "20", "--seed", "3", "--out", str(raw),
+                 "--num-points", "20", "--radius", "6", "--min-dist", "1.5"]) == 0
+    with h5py.File(raw, "r") as f:
+        assert f["pos"].shape == (20, 20, 3) and f.attrs["seed"] == 3
+    if _graph_fn() is not None:  # no preprocess.neighbors yet: use the reference
+        import preprocess.build as pb
+
+        monkeypatch.setattr(pb, "_default_graph_fn", lambda: brute_radius_graph_batch)
+    assert main(["build-graphs", "--task", "triangle", "--raw", str(raw), "--out",
+                 str(tmp_path / "g"), "--cutoff", "4", "--shard-size", "5",
+                 "--no-progress"]) == 0
+    m = read_manifest(tmp_path / "g" / "manifest.json")
+    assert m["splits"]["train"]["num_graphs"] == 16
+    assert len(m["splits"]["train"]["shards"]) == 4
+
+
+def test_cli_errors_exit_nonzero(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "preprocess", "build-graphs", "--task",
+                        "triangle", "--raw", str(tmp_path / "missing.h5"), "--out",
+                        str(tmp_path / "g"), "--cutoff", "4"], capture_output=True, text=True)
+    assert r.returncode == 1
+    assert "missing.h5" in r.stderr and "build-graphs failed" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "preprocess", "generate-triangle"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--num-clouds" in r.stderr
