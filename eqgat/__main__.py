@@ -1,0 +1,5 @@
+import sys
+
+from eqgat.cli import main
+
+sys.exit(main())

@@ -1,0 +1,143 @@
+"""Collect per-run metrics into one results table beside the paper's numbers, and plot
+learning curves."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from eqgat.io import atomic_path, write_text_atomic
+from eqgat.paper import MODEL_LABELS, PAPER_RESULTS, paper_value
+from eqgat.tasks import get_task
+
+CSV_COLUMNS = ("task", "model", "metric", "direction", "n_runs", "seeds", "mean", "std", "paper_mean", "paper_std", "num_parameters")
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single run)."""
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def load_runs(metric_files: Iterable[str | Path]) -> list[dict[str, Any]]:
+    runs = []
+    for path in metric_files:
+        with open(path) as fh:
+            runs.append(json.load(fh))
+    return runs
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (task, model, metric) with mean ± std over seeds and the paper's value."""
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        grouped[(run["task"], run["model"])].append(run)
+    rows = []
+    for (task_name, model), group in sorted(grouped.items()):
+        task = get_task(task_name)
+        for metric in task.table_metrics:
+            values = [r["test"][metric] for r in group]
+            mean, std = mean_std(values)
+            paper = paper_value(task_name, model, metric)
+            rows.append({
+                "task": task_name, "model": model, "metric": metric,
+                "direction": "higher" if task.higher_is_better else "lower",
+                "n_runs": len(values), "seeds": " ".join(str(r.get("seed")) for r in sorted(group, key=lambda r: r.get("seed", 0))),
+                "mean": mean, "std": std,
+                "paper_mean": paper[0] if paper else None, "paper_std": paper[1] if paper else None,
+                "num_parameters": group[0].get("num_parameters"),
+            })
+    return rows
+
+
+def _fmt(mean: float | None, std: float | None) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    return f"{mean:.3f} ± {std:.3f}" if std is not None else f"{mean:.3f}"
+
+
+def markdown_table(rows: list[dict[str, Any]], notes: dict[str, str] | None = None) -> str:
+    """Per task: our models (mean ± std over seeds) beside the paper, then paper-only rows."""
+    out = ["# Results", "", "Test-set metrics, mean ± sample standard deviation over seeds (n = runs).", ""]
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_task[row["task"]].append(row)
+    for task_name, task_rows in by_task.items():
+        task = get_task(task_name)
+        metrics = task.table_metrics
+        arrow = "↑" if task.higher_is_better else "↓"
+        out += [f"## {task_name} ({', '.join(metrics)} {arrow})", ""]
+        if notes and task_name in notes:
+            out += [notes[task_name], ""]
+        header = ["model", "n"] + [f"{m} (ours)" for m in metrics] + [f"{m} (paper)" for m in metrics] + ["parameters"]
+        out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        ours = defaultdict(dict)
+        for row in task_rows:
+            ours[row["model"]][row["metric"]] = row
+        for model, cells in ours.items():
+            first = next(iter(cells.values()))
+            line = [MODEL_LABELS.get(model, model), str(first["n_runs"])]
+            line += [_fmt(cells[m]["mean"], cells[m]["std"]) if m in cells else "–" for m in metrics]
+            line += [_fmt(cells[m]["paper_mean"], cells[m]["paper_std"]) if m in cells else "–" for m in metrics]
+            line.append(f"{first['num_parameters']:,}" if first.get("num_parameters") else "–")
+            out.append("| " + " | ".join(line) + " |")
+        for (paper_task, model), values in PAPER_RESULTS.items():
+            if paper_task != task_name or model in ours:
+                continue
+            line = [f"{MODEL_LABELS.get(model, model)} (paper only)", "–"] + ["–"] * len(metrics)
+            line += [_fmt(*values[m]) if m in values else "–" for m in metrics] + ["–"]
+            out.append("| " + " | ".join(line) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
+    write_text_atomic(path, buf.getvalue())
+
+
+def plot_learning_curves(log_files: dict[tuple[str, str, int], str | Path], path: str | Path) -> None:
+    """Validation (solid) and training (dotted) loss per epoch, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({task for task, _, _ in log_files})
+    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(6 * max(len(tasks), 1), 4.2), squeeze=False)
+    colours: dict[str, Any] = {}
+    for (task, model, seed), log_path in sorted(log_files.items()):
+        ax = axes[0, tasks.index(task)]
+        with open(log_path) as fh:
+            rows = list(csv.DictReader(fh))
+        epochs = [int(r["epoch"]) for r in rows]
+        colour = colours.setdefault(model, f"C{len(colours) % 10}")
+        ax.plot(epochs, [float(r["val_loss"]) for r in rows], color=colour, label=f"{model} seed {seed} (val)")
+        ax.plot(epochs, [float(r["train_loss"]) for r in rows], color=colour, linestyle=":", alpha=0.7)
+        ax.set_title(f"{task}: loss per epoch (dotted: train)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"{get_task(task).loss_name} loss")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def aggregate(metric_files: list[str], log_files: dict[tuple[str, str, int], str], out_md: str, out_csv: str, out_png: str, notes: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    rows = summarise(load_runs(metric_files))
+    write_text_atomic(out_md, markdown_table(rows, notes))
+    write_csv(out_csv, rows)
+    plot_learning_curves(log_files, out_png)
+    return rows
