@@ -1,0 +1,107 @@
+"""End-to-end: the Snakemake workflow on a tiny Triangle config, and what reruns after edits."""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from workflow_helpers import TINY_CONFIG, copy_repo, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A copy of the repository with the tiny workflow run to completion once."""
+    workdir = copy_repo(tmp_path_factory.mktemp("wf"))
+    configfile = write_config(workdir, TINY_CONFIG)
+    snakemake(workdir, "--cores", "2", "--configfile", str(configfile), "all")
+    return workdir, configfile
+
+
+def test_results_table_matches_the_runs(finished):
+    workdir, _ = finished
+    summary = workdir / "results" / "summary"
+    rows = list(csv.DictReader(open(summary / "results.csv")))
+    (row,) = [r for r in rows if r["task"] == "triangle" and r["model"] == "eqgat" and r["metric"] == "mse"]
+    runs = [json.loads((workdir / f"results/triangle/runs/eqgat/seed{s}/metrics.json").read_text()) for s in (0, 1)]
+    values = [r["test"]["mse"] for r in runs]
+    assert float(row["mean"]) == pytest.approx(sum(values) / 2)
+    assert float(row["paper_mean"]) == pytest.approx(6.003)
+    assert row["n_runs"] == "2"
+    md = (summary / "results.md").read_text()
+    assert "EQGAT" in md and "6.003 ± 0.432" in md and "SchNet (paper only)" in md
+    png = (summary / "learning_curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # every log.csv has one row per epoch
+    log = list(csv.DictReader(open(workdir / "results/triangle/runs/eqgat/seed0/log.csv")))
+    assert [int(r["epoch"]) for r in log] == [1, 2]
+
+
+def test_second_run_has_nothing_to_do(finished):
+    workdir, configfile = finished
+    assert planned_jobs(workdir, configfile) == {}
+
+
+def test_lint_passes(finished):
+    workdir, configfile = finished
+    proc = snakemake(workdir, "--lint", "--configfile", str(configfile), check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+def test_training_hyperparameter_reruns_training_and_what_follows(finished):
+    workdir, _ = finished
+    config = copy.deepcopy(TINY_CONFIG)
+    config["triangle"]["train"]["lr"] = 5e-4
+    changed = write_config(workdir, config, "changed_lr.yaml")
+    assert planned_jobs(workdir, changed) == {"train": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+
+
+def test_cutoff_reruns_graphs_and_what_follows(finished):
+    workdir, _ = finished
+    config = copy.deepcopy(TINY_CONFIG)
+    config["triangle"]["graph"]["cutoff"] = 3.5
+    changed = write_config(workdir, config, "changed_cutoff.yaml")
+    assert planned_jobs(workdir, changed) == {"build_graphs": 1, "train": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+
+
+def test_model_code_change_reruns_training(finished, tmp_path):
+    workdir, configfile = finished
+    conv = workdir / "eqgat" / "nn" / "conv.py"
+    original = conv.read_text()
+    try:
+        conv.write_text(original + "\n# an edit to the model's code\n")
+        assert planned_jobs(workdir, configfile) == {"train": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+    finally:
+        conv.write_text(original)
+    assert planned_jobs(workdir, configfile) == {}
+
+
+def test_more_seeds_run_only_the_new_seed(finished):
+    workdir, _ = finished
+    config = copy.deepcopy(TINY_CONFIG)
+    config["seeds"] = [0, 1, 2]
+    changed = write_config(workdir, config, "more_seeds.yaml")
+    assert planned_jobs(workdir, changed) == {"train": 1, "evaluate": 1, "aggregate": 1, "all": 1}
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["triangle"]["train"].update(epoch=3), "epoch"),
+        (lambda c: c["triangle"]["graph"].update(cutoff="far"), "far"),
+        (lambda c: c.update(models=["eqgat", "gcn"]), "gcn"),
+    ],
+)
+def test_config_errors_are_reported_when_parsing(finished, edit, message):
+    workdir, _ = finished
+    config = copy.deepcopy(TINY_CONFIG)
+    edit(config)
+    bad = write_config(workdir, config, "bad.yaml")
+    proc = snakemake(workdir, "-n", "--cores", "1", "--configfile", str(bad), "all", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr

@@ -1,0 +1,78 @@
+# Shared helpers: config validation, output paths, code versions.
+import hashlib
+import json
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+ROOT = Path(workflow.basedir)
+# one software environment for every rule (used with `--sdm conda`)
+CONDA_ENV = "../envs/eqgat.yaml"
+RESULTS = config["results_dir"]
+LOGS = config["logs_dir"]
+
+# Which source files each stage's outputs depend on. Snakemake does not track code
+# imported by a shell command, so a hash of these files goes into the rules' params.
+CODE = {
+    "generate": ["preprocess/triangle.py"],
+    "graphs": ["preprocess/neighbors.py", "preprocess/shards.py", "preprocess/build.py"],
+    "train": ["eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks.py", "eqgat/configs.py"],
+    "evaluate": ["eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks.py", "eqgat/metrics.py"],
+    "aggregate": ["eqgat/aggregate.py", "eqgat/paper.py", "eqgat/tasks.py", "eqgat/metrics.py"],
+}
+
+
+def code_version(stage):
+    """Hash of the Python sources a stage runs (files, or every *.py below a folder)."""
+    digest = hashlib.sha256()
+    for entry in CODE[stage]:
+        path = ROOT / entry
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for f in files:
+            digest.update(str(f.relative_to(ROOT)).encode())
+            digest.update(f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def task_config(task):
+    return config[task]
+
+
+def run_dir(task, model, seed):
+    return f"{RESULTS}/{task}/runs/{model}/seed{seed}"
+
+
+def all_metrics():
+    return [
+        f"{run_dir(task, model, seed)}/metrics.json"
+        for task in config["tasks"]
+        for model in config["models"]
+        for seed in config["seeds"]
+    ]
+
+
+def graph_source(wildcards):
+    return f"{RESULTS}/{wildcards.task}/raw/clouds.h5"
+
+
+def max_neighbors_arg(graph):
+    return "" if graph.get("max_neighbors") is None else f"--max-neighbors {graph['max_neighbors']}"
+
+
+def scheduler_arg():
+    address = config["preprocess"].get("scheduler")
+    return f"--scheduler {address}" if address else ""
+
+
+def train_params(wildcards):
+    return task_config(wildcards.task)["train"]
+
+
+def model_params(wildcards):
+    model = task_config(wildcards.task)["model"]
+    return {"preset": model["preset"], "overrides": json.dumps(model.get("overrides", {}), sort_keys=True)}
