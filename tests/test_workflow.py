@@ -18,7 +18,7 @@ def finished(tmp_path_factory):
     """A copy of the repository with the tiny workflow run to completion once."""
     workdir = copy_repo(tmp_path_factory.mktemp("wf"))
     configfile = write_config(workdir, TINY_CONFIG)
-    snakemake(workdir, "--cores", "2", "--configfile", str(configfile), "all")
+    snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))
     return workdir, configfile
 
 
@@ -102,6 +102,6 @@ def test_config_errors_are_reported_when_parsing(finished, edit, message):
     config = copy.deepcopy(TINY_CONFIG)
     edit(config)
     bad = write_config(workdir, config, "bad.yaml")
-    proc = snakemake(workdir, "-n", "--cores", "1", "--configfile", str(bad), "all", check=False)
+    proc = snakemake(workdir, "all", "-n", "--cores", "1", "--configfile", str(bad), check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr

@@ -63,7 +63,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 90
 
 def planned_jobs(workdir: Path, configfile: Path, target: str = "all") -> dict[str, int]:
     """Rule -> number of jobs Snakemake would run now (from a dry run's job-stats table)."""
-    proc = snakemake(workdir, "-n", "--cores", "1", "--configfile", str(configfile), target)
+    proc = snakemake(workdir, target, "-n", "--cores", "1", "--configfile", str(configfile))
     text = proc.stdout + proc.stderr
     if "Nothing to be done" in text:
         return {}
