@@ -72,3 +72,27 @@ def test_roc_auc_by_hand():
     # positives 0.8, 0.4; negatives 0.5, 0.1 -> 3 of 4 pairs ordered correctly
     assert M.roc_auc(np.array([0.8, 0.4, 0.5, 0.1]), np.array([1, 1, 0, 0])) == pytest.approx(0.75)
     assert np.isnan(M.roc_auc(np.array([0.1, 0.2]), np.array([1, 1])))
+
+
+def test_ranking_task_metrics_by_target():
+    from eqgat.tasks import get_task
+
+    # target A ranked perfectly, target B reversed, target C has only 2 decoys (left out)
+    ids = ["A/1", "A/2", "A/3", "B/1", "B/2", "B/3", "C/1", "C/2"]
+    y = np.array([1, 2, 3, 1, 2, 3, 5, 6], dtype=float)
+    pred = np.array([1, 2, 3, 3, 2, 1, 6, 5], dtype=float)
+    out = get_task("psr").evaluate(pred[:, None], y[:, None], ids)
+    assert out["mean_spearman"] == pytest.approx(0.0)
+    assert (out["per_target_used"], out["per_target_skipped"]) == (2, 1)
+    assert out["global_spearman"] == pytest.approx(stats.spearmanr(pred, y)[0])
+    assert out["global_kendall"] == pytest.approx(stats.kendalltau(pred, y)[0])
+
+
+def test_classification_and_interface_task_metrics():
+    from eqgat.tasks import get_task
+
+    logits = np.eye(20)[[3, 5, 7]]
+    assert get_task("res").evaluate(logits, np.array([3, 5, 0]), ["a", "b", "c"])["accuracy"] == pytest.approx(2 / 3)
+    out = get_task("ppi").evaluate(np.array([[0.8], [0.4], [0.5], [0.1]]), np.array([1, 1, 0, 0]), list("abcd"))
+    assert out["roc_auc"] == pytest.approx(0.75)
+    assert out["average_precision"] == pytest.approx(average_precision_score([1, 1, 0, 0], [0.8, 0.4, 0.5, 0.1]))
