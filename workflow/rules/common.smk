@@ -5,6 +5,8 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
+from preprocess.download import ARCHIVES
+
 min_version("9.0")
 
 
@@ -14,6 +16,7 @@ ROOT = Path(workflow.basedir)
 # one software environment for every rule (used with `--sdm conda`)
 CONDA_ENV = "../envs/eqgat.yaml"
 RESULTS = config["results_dir"]
+RESOURCES = config["resources_dir"]
 LOGS = config["logs_dir"]
 
 # Which source files each stage's outputs depend on. Snakemake does not track code
@@ -57,7 +60,24 @@ def all_metrics():
 
 
 def graph_source(wildcards):
-    return f"{RESULTS}/{wildcards.task}/raw/clouds.h5"
+    """Triangle: the generated clouds; ATOM3D: the extracted download (its mtime is ignored,
+    so re-extracting, e.g. after a mirror change, does not rebuild the graphs)."""
+    if wildcards.task == "triangle":
+        return f"{RESULTS}/triangle/raw/clouds.h5"
+    return [ancient(marker) for marker in download_markers(wildcards.task)]
+
+
+def source_args(task):
+    """Command-line options telling `preprocess build-graphs` where a task's data is."""
+    if task == "triangle":
+        return f"--raw {RESULTS}/triangle/raw/clouds.h5"
+    options = task_config(task)
+    args = f"--source {RESOURCES}/{dataset_of(task)}"
+    if options.get("strict"):
+        args += " --strict"
+    if options.get("max_records"):
+        args += f" --max-records {options['max_records']}"
+    return args
 
 
 def max_neighbors_arg(graph):
@@ -76,3 +96,19 @@ def train_params(wildcards):
 def model_params(wildcards):
     model = task_config(wildcards.task)["model"]
     return {"preset": model["preset"], "overrides": json.dumps(model.get("overrides", {}), sort_keys=True)}
+
+
+def checksum_args(archives):
+    """--checksum NAME=ALGO:HEX for each archive with a configured checksum."""
+    known = config["download"].get("checksums", {})
+    return " ".join(f"--checksum {a.filename}={known[a.filename]}" for a in archives if a.filename in known)
+
+
+def dataset_of(task):
+    """The downloaded dataset a task reads (LBA: the sequence-identity split chosen)."""
+    return f"lba{task_config('lba')['split']}" if task == "lba" else task
+
+
+def download_markers(task):
+    dataset = dataset_of(task)
+    return [f"{RESOURCES}/{dataset}/.{a.filename}.complete" for a in ARCHIVES[dataset]]

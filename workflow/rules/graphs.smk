@@ -12,12 +12,13 @@ rule build_graphs:
         CONDA_ENV
     threads: config["preprocess"]["workers"]
     params:
+        source=lambda wc: source_args(wc.task),
         graph=lambda wc: task_config(wc.task)["graph"],
         max_neighbors=lambda wc: max_neighbors_arg(task_config(wc.task)["graph"]),
         shard_size=config["preprocess"]["shard_size"],
         scheduler=scheduler_arg(),
         code=code_version("graphs"),
     shell:
-        "python -m preprocess build-graphs --task {wildcards.task} --raw {input:q} --out {output:q}"
+        "python -m preprocess build-graphs --task {wildcards.task} {params.source} --out {output:q}"
         " --cutoff {params.graph[cutoff]} {params.max_neighbors} --shard-size {params.shard_size}"
         " --workers {threads} {params.scheduler} > {log:q} 2>&1"
