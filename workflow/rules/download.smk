@@ -15,7 +15,7 @@ for _dataset, _archives in ARCHIVES.items():
         conda:
             CONDA_ENV
         params:
-            dataset=_dataset,
+            dataset=lambda wildcards, output: Path(output[0]).parent.name,
             base_url=config["download"]["base_url"],
             retries=config["download"]["retries"],
             checksums=checksum_args(_archives),
