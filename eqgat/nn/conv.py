@@ -33,6 +33,22 @@ Variants
 
 A node without incoming edges receives zero messages (the scatter of an empty set is zero),
 never NaN.
+
+Implementation (same math, fewer and smaller per-edge tensors)
+---------------------------------------------------------------
+* ``W1 [s_i || s_j || e]`` is split into ``W1a s_i + W1b s_j + W1c e``: ``W1a s``, ``W1b s``
+  and ``h = W_s s + b_s`` are one [N, 3Fs] matmul over the nodes, then gathered per edge.
+* Softmax: ``ex = exp(a - max_i a)`` (the per-target, per-channel maximum, no gradient),
+  ``m_s = (sum_j ex_ij h_j) / (sum_j ex_ij + 1e-16)``: the normalisation is done per node,
+  so alpha is only materialised when ``return_attention=True``.
+* ``sum_j b2_ij (v_i x vt_j) = v_i x (sum_j b2_ij vt_j)``: ``b1 vt_j`` and ``b2 vt_j`` are
+  aggregated together and the cross product is taken once per node.
+* Sums over edges are sparse CSR matmuls (:mod:`eqgat.nn.segment`; the structures are built
+  once per ``edge_index`` and shared by the layers); gathers are ``index_select`` with a CSR
+  backward.  Mean aggregation divides the node sums by the in-degree (at least 1).
+* Per-edge tensors are kept at most ``Fs + 3Fv`` columns wide (no concatenated message
+  tensor): on CPU a fresh allocation above the allocator's mmap threshold (32 MiB in
+  glibc) page-faults every time, which costs more than the arithmetic.
 """
 
 from __future__ import annotations
@@ -42,7 +58,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import scatter, softmax
+from torch_geometric.utils import softmax
+
+from .segment import edge_adjacency, gather, scatter_sum
 
 __all__ = ["EQGATConv", "feature_softmax"]
 
@@ -52,6 +70,13 @@ def feature_softmax(logits: Tensor, index: Tensor, num_nodes: int, ptr: Optional
     separately for every channel (column).  For each target with at least one incoming edge
     and each channel the weights sum to one."""
     return softmax(logits, index=index, ptr=ptr, num_nodes=num_nodes, dim=0)
+
+
+def _cross(a: Tensor, b: Tensor) -> Tensor:
+    """Cross product along dim 1 of [N, 3, F] tensors, from component slices."""
+    a0, a1, a2 = a.unbind(1)
+    b0, b1, b2 = b.unbind(1)
+    return torch.stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], dim=1)
 
 
 class EQGATConv(MessagePassing):
@@ -88,7 +113,7 @@ class EQGATConv(MessagePassing):
         self.scalar_lin = nn.Linear(Fs, Fs)  # W_s, b_s
         self.vector_lin = None if self.first_layer else nn.Linear(Fv, Fv, bias=False)  # W_v
 
-        self._store_attention = False
+        # kept for backward compatibility: the attention is returned, never stored
         self._attention: Optional[Tensor] = None
 
     def reset_parameters(self) -> None:
@@ -110,64 +135,66 @@ class EQGATConv(MessagePassing):
     ):
         """Return the aggregated messages ``(m_s [N, Fs], m_v [N, 3, Fv])``; with
         ``return_attention=True`` also the attention weights ``alpha`` [E, A] (A = Fs, or 1
-        without feature attention), aligned with the columns of ``edge_index``."""
-        h = self.scalar_lin(s)
-        if self.first_layer:
-            v_in, vt = None, None
-        else:
-            v_in, vt = v, self.vector_lin(v)  # Linear acts on the channel (last) axis
-        self._store_attention = return_attention
-        try:
-            m_s, m_v = self.propagate(edge_index, s=s, h=h, v=v_in, vt=vt, r=r, edge_attr=edge_attr)
-            alpha = self._attention
-        finally:
-            self._store_attention = False
-            self._attention = None
+        without feature attention), aligned with the columns of ``edge_index``.
+
+        The computation is organised for speed (see "Implementation" in the module
+        docstring); the result equals the per-edge formulas up to round-off."""
+        Fs, Fv, A = self.hidden_scalars, self.hidden_vectors, self.num_logits
+        N = s.shape[0]
+        dst = edge_index[1]  # i
+        E = dst.numel()
+        by_src, by_dst = edge_adjacency(edge_index, N)  # CSR structures, shared by all layers
+
+        # --- node-level linear maps (N rows instead of E rows) -------------------------
+        # W1 [s_i || s_j || e] = W1a s_i + W1b s_j + W1c e, and h = W_s s + b_s.
+        W1 = self.edge_lin1.weight
+        w_node = torch.cat([W1[:, :Fs], W1[:, Fs : 2 * Fs], self.scalar_lin.weight], dim=0)
+        b_node = torch.cat([self.scalar_lin.bias.new_zeros(2 * Fs), self.scalar_lin.bias])
+        node = nn.functional.linear(s, w_node, b_node)  # [N, 3 Fs]
+        p_i, p_j, h = node[:, :Fs], node[:, Fs : 2 * Fs], node[:, 2 * Fs :]
+
+        # --- edge MLP ------------------------------------------------------------------
+        pre = nn.functional.linear(edge_attr, W1[:, 2 * Fs :], self.edge_lin1.bias)  # [E, Fs]
+        pre = pre.add_(gather(p_i, by_dst)).add_(gather(p_j, by_src))
+        f = self.edge_lin2(nn.functional.silu(pre))  # [E, A + n Fv]
+        logits, b = f[:, :A], f[:, A:]
+
+        # --- attention: numerically stable softmax over the incoming edges of each target,
+        # per channel.  The per-target maximum only shifts the logits (no gradient).
+        with torch.no_grad():
+            idx_a = dst.view(-1, 1).expand(E, A)
+            mx = logits.new_full((N, A), float("-inf"))
+            # (a contiguous copy: scatter_reduce_ is ~3x slower on a strided source on CPU)
+            mx.scatter_reduce_(0, idx_a, logits.detach().contiguous(), reduce="amax", include_self=True)
+            mx_e = mx.index_select(0, dst)
+        ex = (logits - mx_e).exp_()  # [E, A], in (0, 1]
+        del mx_e
+        den = scatter_sum(ex, by_dst) + 1e-16  # softmax denominator
+        # m_s = sum_j alpha_ij h_j = (sum_j ex_ij h_j) / den_i
+        num = scatter_sum(ex * gather(h, by_src), by_dst)
+        m_s = num / den
+        alpha = ex / den.index_select(0, dst) if return_attention else None
+
+        # --- vector messages -------------------------------------------------------------
+        m_v = scatter_sum(r.unsqueeze(-1) * b[:, :Fv].unsqueeze(1), by_dst)
+        if not self.first_layer:
+            assert self.vector_lin is not None
+            vt_j = gather(self.vector_lin(v), by_src)  # [E, 3, Fv]
+            if self.cross_product:
+                # sum_j b2_ij (v_i x vt_j) = v_i x (sum_j b2_ij vt_j): the cross product is
+                # bilinear and v_i does not depend on j, so it is taken once per node.
+                coef = b[:, Fv : 3 * Fv].unflatten(1, (2, Fv)).unsqueeze(1)  # [E, 1, 2, Fv]
+                agg = scatter_sum(vt_j.unsqueeze(2) * coef, by_dst)
+                m_v = m_v + agg[:, :, 0] + _cross(v, agg[:, :, 1])
+            else:
+                m_v = m_v + scatter_sum(vt_j * b[:, Fv : 2 * Fv].unsqueeze(1), by_dst)
+        if self.vector_aggr == "mean":
+            deg = torch.bincount(dst, minlength=N).clamp_(min=1).to(m_v.dtype)
+            m_v = m_v / deg.view(N, 1, 1)
+
         if return_attention:
             return m_s, m_v, alpha
         return m_s, m_v
-
-    def message(
-        self,
-        s_i: Tensor,
-        s_j: Tensor,
-        h_j: Tensor,
-        v_i: Optional[Tensor],
-        vt_j: Optional[Tensor],
-        r: Tensor,
-        edge_attr: Tensor,
-        index: Tensor,
-        ptr: Optional[Tensor],
-        size_i: Optional[int],
-    ):
-        Fv = self.hidden_vectors
-        f = self.edge_lin2(nn.functional.silu(self.edge_lin1(torch.cat([s_i, s_j, edge_attr], dim=-1))))
-        logits = f[:, : self.num_logits]
-        b = f[:, self.num_logits :]
-        alpha = feature_softmax(logits, index, num_nodes=size_i, ptr=ptr)  # [E, A]
-        msg_s = alpha * h_j  # broadcasts when A = 1
-
-        b0 = b[:, 0:Fv]
-        msg_v = r.unsqueeze(-1) * b0.unsqueeze(1)  # r (x) b0: [E, 3, Fv]
-        if not self.first_layer:
-            assert v_i is not None and vt_j is not None
-            b1 = b[:, Fv : 2 * Fv]
-            msg_v = msg_v + b1.unsqueeze(1) * vt_j
-            if self.cross_product:
-                b2 = b[:, 2 * Fv : 3 * Fv]
-                msg_v = msg_v + b2.unsqueeze(1) * torch.linalg.cross(v_i, vt_j, dim=1)
-        return msg_s, msg_v, alpha
-
-    def aggregate(self, inputs, index: Tensor, ptr: Optional[Tensor] = None, dim_size: Optional[int] = None):
-        msg_s, msg_v, alpha = inputs
-        if self._store_attention:
-            self._attention = alpha
-        m_s = scatter(msg_s, index, dim=0, dim_size=dim_size, reduce="sum")
-        m_v = scatter(msg_v, index, dim=0, dim_size=dim_size, reduce=self.vector_aggr)
-        return m_s, m_v
-
-    def update(self, inputs):
-        return inputs
 
     def __repr__(self) -> str:  # MessagePassing's short repr hides the sub-modules
         return nn.Module.__repr__(self)

@@ -1,0 +1,151 @@
+"""Benchmark one EQGAT training step (forward + backward + Adam step) on CPU or GPU.
+
+Usage (the numbers in docs/performance.md, section "Model step", come from)::
+
+    python benchmarks/bench_model_step.py --config triangle --batch-size 32 --threads 2 --repeats 7
+
+Workloads
+* ``triangle``: ``--batch-size`` Triangle clouds (100 points in a ball of radius 10,
+  ``preprocess.triangle.generate_triangle_clouds``), radius graph with cutoff 10
+  (``preprocess.neighbors.radius_graph_batch``), paper Triangle configuration
+  (``eqgat.configs.PAPER_CONFIGS["triangle"]``: 3 layers, Fs/Fv 32/8, sum aggregation).
+* ``lba`` / ``psr``: ``--batch-size`` random clouds of ``--atoms`` atoms uniform in a cube at
+  protein density (0.05 atoms / A^3), 9 random element types, cutoff 4.5, paper configuration
+  (Fs/Fv 100/16, mean aggregation; 3 or 5 layers).
+
+The step is ``zero_grad(set_to_none=True)``, forward, MSE loss, backward, Adam step
+(lr 1e-4); one warm-up step is taken first, then the median of ``--repeats`` steps is
+reported, together with the medians of the forward, backward and optimiser phases.
+On CUDA every phase is synchronised before it is timed.
+
+Comparing implementations: the ``eqgat`` package is imported from the normal import path,
+so ``PYTHONPATH=/some/copy python benchmarks/bench_model_step.py`` times another copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(_ROOT)  # appended: PYTHONPATH / an installed copy take precedence
+
+from eqgat.configs import PAPER_CONFIGS, count_parameters  # noqa: E402
+from eqgat.models import build_model  # noqa: E402
+from preprocess.neighbors import radius_graph_batch  # noqa: E402
+from torch_geometric.data import Batch  # noqa: E402
+
+DENSITY = 0.05
+
+
+def make_batch(config: str, batch_size: int, atoms: int, seed: int) -> Batch:
+    cfg = PAPER_CONFIGS[config]
+    cutoff = float(cfg["cutoff"])
+    if config == "triangle":
+        from preprocess.triangle import generate_triangle_clouds
+
+        clouds = generate_triangle_clouds(batch_size, seed)
+        pos = np.asarray(clouds["pos"], dtype=np.float64)  # [C, n, 3]
+        z = np.asarray(clouds["z"], dtype=np.int64)
+        y = np.asarray(clouds["y"], dtype=np.float32)
+    else:
+        rng = np.random.default_rng(seed)
+        side = (atoms / DENSITY) ** (1.0 / 3.0)
+        pos = rng.uniform(0.0, side, size=(batch_size, atoms, 3))
+        z = rng.integers(0, cfg["num_elements"], size=(batch_size, atoms))
+        y = rng.normal(size=(batch_size, cfg["out_dim"])).astype(np.float32)
+    C, n = pos.shape[:2]
+    flat = np.ascontiguousarray(pos.reshape(C * n, 3))
+    ptr = np.arange(C + 1, dtype=np.int64) * n
+    ei, eptr = radius_graph_batch(flat, ptr, cutoff)
+    # local -> global node indices
+    counts = np.diff(eptr)
+    ei = ei + np.repeat(ptr[:-1], counts)[None, :]
+    b = Batch(
+        z=torch.from_numpy(z.reshape(-1)),
+        pos=torch.from_numpy(flat).float(),
+        edge_index=torch.from_numpy(np.ascontiguousarray(ei)).long(),
+        batch=torch.repeat_interleave(torch.arange(C), n),
+        y=torch.from_numpy(y).reshape(C, -1),
+    )
+    b.ptr = torch.from_numpy(ptr)
+    b._num_graphs = C
+    return b
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", choices=["triangle", "lba", "psr"], default="triangle")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--atoms", type=int, default=500, help="atoms per cloud for lba/psr")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    data = make_batch(args.config, args.batch_size, args.atoms, args.seed).to(device)
+    model = build_model("eqgat", **PAPER_CONFIGS[args.config]).to(device)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    import eqgat
+
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, device {device}, "
+        f"threads {torch.get_num_threads()}, eqgat from {os.path.dirname(eqgat.__file__)}"
+    )
+    print(
+        f"config {args.config}: {count_parameters(model):,} parameters; batch {data.num_graphs} graphs, "
+        f"{data.num_nodes} nodes, {data.edge_index.shape[1]:,} edges"
+    )
+
+    fwd, bwd, stp, tot, losses = [], [], [], [], []
+    for it in range(args.repeats + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        out = model(data)
+        loss = torch.nn.functional.mse_loss(out, data.y)
+        _sync(device)
+        t1 = time.perf_counter()
+        loss.backward()
+        _sync(device)
+        t2 = time.perf_counter()
+        opt.step()
+        _sync(device)
+        t3 = time.perf_counter()
+        losses.append(loss.item())
+        if it == 0:
+            continue  # warm-up
+        fwd.append(t1 - t0)
+        bwd.append(t2 - t1)
+        stp.append(t3 - t2)
+        tot.append(t3 - t0)
+
+    med = statistics.median
+    print(f"first losses: {', '.join(f'{x:.6f}' for x in losses[:3])}")
+    print(
+        f"median of {args.repeats}: step {1e3 * med(tot):.1f} ms "
+        f"(forward {1e3 * med(fwd):.1f}, backward {1e3 * med(bwd):.1f}, optimiser {1e3 * med(stp):.1f}); "
+        f"min step {1e3 * min(tot):.1f} ms; {data.num_graphs / med(tot):.1f} graphs/s"
+    )
+
+
+if __name__ == "__main__":
+    main()
