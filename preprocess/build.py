@@ -124,17 +124,21 @@ def block_from_records(records: Iterable, cutoff: float, max_neighbors: int | No
 # ----------------------------------------------------------------------------------------
 # Generic driver
 # ----------------------------------------------------------------------------------------
-def run_shard_task(task: ShardTask, make_block: Callable[[ShardTask], GraphBlock],
+def run_shard_task(task: ShardTask, make_block: Callable[[ShardTask], GraphBlock | tuple[GraphBlock, dict]],
                    out_dir: str, attrs: Mapping, compression: str | None = None,
                    numba_threads: int = 1, sha256: bool = False) -> dict:
     """Make one block and write its shard; return small metadata for the manifest."""
     set_numba_threads(numba_threads)
-    block = make_block(task)
+    made = make_block(task)
+    # a source may also return a small JSON-able report (e.g. skipped records) for the manifest
+    block, report = made if isinstance(made, tuple) else (made, None)
     path = Path(out_dir) / task.path
     write_shard(path, block, attrs, compression=compression)
     meta = {"split": task.split, "index": task.index, "path": task.path,
             "num_graphs": block.num_graphs, "num_nodes": block.num_nodes,
             "num_edges": block.num_edges}
+    if report:
+        meta["skipped"] = report
     if sha256:
         meta["sha256"] = sha256_file(path)
     return meta

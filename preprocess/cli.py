@@ -33,16 +33,24 @@ def _cmd_generate_triangle(args) -> int:
 
 
 def _cmd_build_graphs(args) -> int:
-    from .build import build_triangle_shards
-
-    if args.task != "triangle":
-        raise ValueError(f"build-graphs: task {args.task!r} is not supported yet")
     t0 = time.perf_counter()
-    manifest = build_triangle_shards(
-        args.raw, args.out, cutoff=args.cutoff, max_neighbors=args.max_neighbors,
-        shard_size=args.shard_size, workers=args.workers, scheduler=args.scheduler,
-        progress=not args.no_progress, threads=args.threads, sha256=args.sha256,
-        compression=args.compression)
+    common = dict(cutoff=args.cutoff, max_neighbors=args.max_neighbors, shard_size=args.shard_size,
+                  workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
+                  threads=args.threads)
+    if args.task == "triangle":
+        from .build import build_triangle_shards
+
+        if not args.raw:
+            raise ValueError("build-graphs --task triangle needs --raw")
+        manifest = build_triangle_shards(args.raw, args.out, sha256=args.sha256,
+                                         compression=args.compression, **common)
+    else:
+        from .atom3d_shards import build_atom3d_shards
+
+        if not args.source:
+            raise ValueError(f"build-graphs --task {args.task} needs --source (the extracted download)")
+        manifest = build_atom3d_shards(args.task, args.source, args.out, strict=args.strict,
+                                       max_records=args.max_records, seed=args.seed, **common)
     n = sum(s["num_graphs"] for s in manifest["splits"].values())
     log.info("built %d graphs in %.1f s -> %s/manifest.json", n, time.perf_counter() - t0,
              args.out)
@@ -67,8 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_cmd_generate_triangle)
 
     b = sub.add_parser("build-graphs", help="build HDF5 graph shards + manifest.json")
-    b.add_argument("--task", required=True, choices=["triangle"])
-    b.add_argument("--raw", required=True, help="raw input (Triangle: raw HDF5 file)")
+    b.add_argument("--task", required=True, choices=["triangle", "lba", "psr", "rsr", "res", "ppi"])
+    b.add_argument("--raw", help="Triangle: the raw HDF5 file")
+    b.add_argument("--source", help="ATOM3D: the folder the task's archive(s) were extracted into")
+    b.add_argument("--strict", action="store_true", help="ATOM3D: a bad record is an error (default: skip and count)")
+    b.add_argument("--max-records", type=int, default=None, help="ATOM3D: read at most this many records per split")
+    b.add_argument("--seed", type=int, default=0, help="PPI: seed of the negative pair sampling")
     b.add_argument("--out", required=True, help="output directory")
     b.add_argument("--cutoff", type=float, required=True)
     b.add_argument("--max-neighbors", type=int, default=None)

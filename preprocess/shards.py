@@ -505,6 +505,8 @@ def write_manifest(path, shards: list[dict], task: str | None = None,
         for k in ("num_nodes", "num_edges"):
             if k in s:
                 entry[k] = int(s[k])
+        if s.get("skipped"):
+            entry["skipped"] = s["skipped"]  # the source's report of records it skipped
         if s.get("sha256"):
             entry["sha256"] = s["sha256"]
         elif sha256:
