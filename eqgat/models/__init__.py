@@ -12,8 +12,10 @@ from typing import Callable
 from torch import nn
 
 from .eqgat import EQGAT, EQGATBlock
+from .painn import PaiNN, build_painn
+from .schnet import SchNet, build_schnet
 
-__all__ = ["EQGAT", "EQGATBlock", "MODELS", "build_model", "register_model"]
+__all__ = ["EQGAT", "EQGATBlock", "MODELS", "PaiNN", "SchNet", "build_model", "register_model"]
 
 
 def _ablation(flag: str) -> Callable[..., nn.Module]:
@@ -32,6 +34,17 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "eqgat_nocross": _ablation("cross_product"),
     "eqgat_noatt": _ablation("feature_attention"),
 }
+
+
+def _build_segnn(**hparams) -> nn.Module:
+    """SEGNN baseline; e3nn is imported only when this model is built."""
+    from .segnn import build_segnn
+
+    return build_segnn(**hparams)
+
+
+# baselines (docs/baselines.md)
+MODELS.update(schnet=build_schnet, painn=build_painn, segnn=_build_segnn)
 
 
 def register_model(name: str, builder: Callable[..., nn.Module]) -> None:
