@@ -12,11 +12,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from eqgat.configs import paper_param_count
 from eqgat.io import atomic_path, write_text_atomic
 from eqgat.paper import MODEL_LABELS, PAPER_RESULTS, paper_value
 from eqgat.tasks import get_task
 
-CSV_COLUMNS = ("task", "model", "metric", "direction", "n_runs", "seeds", "mean", "std", "paper_mean", "paper_std", "num_parameters")
+CSV_COLUMNS = ("task", "model", "metric", "direction", "n_runs", "seeds", "mean", "std", "paper_mean", "paper_std", "num_parameters", "paper_num_parameters")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -52,6 +53,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "mean": mean, "std": std,
                 "paper_mean": paper[0] if paper else None, "paper_std": paper[1] if paper else None,
                 "num_parameters": group[0].get("num_parameters"),
+                "paper_num_parameters": paper_param_count(model, task_name),
             })
     return rows
 
@@ -75,7 +77,7 @@ def markdown_table(rows: list[dict[str, Any]], notes: dict[str, str] | None = No
         out += [f"## {task_name} ({', '.join(metrics)} {arrow})", ""]
         if notes and task_name in notes:
             out += [notes[task_name], ""]
-        header = ["model", "n"] + [f"{m} (ours)" for m in metrics] + [f"{m} (paper)" for m in metrics] + ["parameters"]
+        header = ["model", "n"] + [f"{m} (ours)" for m in metrics] + [f"{m} (paper)" for m in metrics] + ["parameters", "parameters (paper)"]
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         ours = defaultdict(dict)
         for row in task_rows:
@@ -86,12 +88,14 @@ def markdown_table(rows: list[dict[str, Any]], notes: dict[str, str] | None = No
             line += [_fmt(cells[m]["mean"], cells[m]["std"]) if m in cells else "–" for m in metrics]
             line += [_fmt(cells[m]["paper_mean"], cells[m]["paper_std"]) if m in cells else "–" for m in metrics]
             line.append(f"{first['num_parameters']:,}" if first.get("num_parameters") else "–")
+            line.append(f"{first['paper_num_parameters']:,}" if first.get("paper_num_parameters") else "–")
             out.append("| " + " | ".join(line) + " |")
         for (paper_task, model), values in PAPER_RESULTS.items():
             if paper_task != task_name or model in ours:
                 continue
             line = [f"{MODEL_LABELS.get(model, model)} (paper only)", "–"] + ["–"] * len(metrics)
-            line += [_fmt(*values[m]) if m in values else "–" for m in metrics] + ["–"]
+            paper_params = paper_param_count(model, task_name)
+            line += [_fmt(*values[m]) if m in values else "–" for m in metrics] + ["–", f"{paper_params:,}" if paper_params else "–"]
             out.append("| " + " | ".join(line) + " |")
         out.append("")
     return "\n".join(out)

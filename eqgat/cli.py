@@ -20,13 +20,11 @@ def setup_logging() -> None:
 
 def model_spec(task_name: str, model: str, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The model name and its full hyper-parameters: a paper preset, the task's head, overrides."""
-    from eqgat.configs import PAPER_CONFIGS
+    from eqgat.configs import model_config
     from eqgat.tasks import get_task
 
     task = get_task(task_name)
-    if preset not in PAPER_CONFIGS:
-        raise ValueError(f"unknown model preset {preset!r}; known: {sorted(PAPER_CONFIGS)}")
-    hparams = {**PAPER_CONFIGS[preset], "out_dim": task.out_dim, "readout": task.readout, **overrides}
+    hparams = {**model_config(model, preset), "out_dim": task.out_dim, "readout": task.readout, **overrides}
     return {"name": model, "hparams": hparams}
 
 
@@ -99,7 +97,7 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 def cmd_params(args: argparse.Namespace) -> None:
     from eqgat.configs import main
 
-    main()
+    main(["--model", *args.model])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("params", help="parameter counts of the paper configurations")
+    p.add_argument("--model", nargs="+", default=["eqgat"], help="registered model names")
     p.set_defaults(func=cmd_params)
     return parser
 

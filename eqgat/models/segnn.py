@@ -58,7 +58,6 @@ from .schnet import ScalarReadout, batch_vector, check_common, check_hparams, ed
 __all__ = [
     "SEGNN",
     "SEGNNLayer",
-    "SEGNN_PRESETS",
     "SteerableGated",
     "SteerableLinear",
     "build_segnn",
@@ -259,22 +258,12 @@ class SEGNN(nn.Module):
 #: (see docs/baselines.md).  ATOM3D: the paper's 3-layer SEGNN with (100, 16, 8) channels
 #: (Ft = Fv // 2 = 8 by default).  Triangle: the paper gives 3 layers and 32 / 8 channels but
 #: not the l = 2 width; Ft = 7 puts the count at 61.8k next to the paper's 60.9k.
-SEGNN_PRESETS: dict[str, dict] = {
-    "lba": dict(num_layers=3),
-    "psr": dict(num_layers=3),
-    "rsr": dict(num_layers=3),
-    "res": dict(num_layers=3),
-    "ppi": dict(num_layers=3),
-    "triangle": dict(hidden_tensors=7),
-}
-
-
 def segnn_config(task: str) -> dict:
-    """``PAPER_CONFIGS[task]`` updated with :data:`SEGNN_PRESETS[task]`:
+    """SEGNN's hyper-parameters for a paper task (see ``eqgat.configs.MODEL_PRESETS``):
     ``build_model("segnn", **segnn_config(task))``."""
-    from ..configs import PAPER_CONFIGS
+    from ..configs import model_config
 
-    return {**PAPER_CONFIGS[task], **SEGNN_PRESETS.get(task, {})}
+    return model_config("segnn", task)
 
 
 def build_segnn(**hparams) -> SEGNN:
