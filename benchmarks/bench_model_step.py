@@ -1,8 +1,9 @@
-"""Benchmark one EQGAT training step (forward + backward + Adam step) on CPU or GPU.
+"""Benchmark one training step of EQGAT and the baselines (forward + backward + Adam step) on CPU or GPU.
 
 Usage (the numbers in docs/performance.md, section "Model step", come from)::
 
-    python benchmarks/bench_model_step.py --config triangle --batch-size 32 --threads 2 --repeats 7
+    python benchmarks/bench_model_step.py --config triangle --batch-size 32 --threads 2 --repeats 7 \\
+        --models eqgat eqgat_nocross eqgat_noatt schnet painn segnn
 
 Workloads
 * ``triangle``: ``--batch-size`` Triangle clouds (100 points in a ball of radius 10,
@@ -37,7 +38,7 @@ import torch
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(_ROOT)  # appended: PYTHONPATH / an installed copy take precedence
 
-from eqgat.configs import PAPER_CONFIGS, count_parameters  # noqa: E402
+from eqgat.configs import PAPER_CONFIGS, count_parameters, model_config  # noqa: E402
 from eqgat.models import build_model  # noqa: E402
 from preprocess.neighbors import radius_graph_batch  # noqa: E402
 from torch_geometric.data import Batch  # noqa: E402
@@ -85,9 +86,38 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def time_steps(model: torch.nn.Module, data: Batch, repeats: int, device: torch.device) -> dict[str, float]:
+    """Median forward / backward / optimiser / total seconds of `repeats` steps after a warm-up."""
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    fwd, bwd, stp, tot = [], [], [], []
+    for it in range(repeats + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model(data), data.y)
+        _sync(device)
+        t1 = time.perf_counter()
+        loss.backward()
+        _sync(device)
+        t2 = time.perf_counter()
+        opt.step()
+        _sync(device)
+        t3 = time.perf_counter()
+        if it == 0:
+            continue  # warm-up
+        fwd.append(t1 - t0)
+        bwd.append(t2 - t1)
+        stp.append(t3 - t2)
+        tot.append(t3 - t0)
+    med = statistics.median
+    return {"forward": med(fwd), "backward": med(bwd), "optimiser": med(stp), "step": med(tot), "min_step": min(tot)}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", choices=["triangle", "lba", "psr"], default="triangle")
+    p.add_argument("--models", nargs="+", default=["eqgat"], help="registered model names, timed on the same batch")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--atoms", type=int, default=500, help="atoms per cloud for lba/psr")
     p.add_argument("--repeats", type=int, default=7)
@@ -98,11 +128,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    torch.manual_seed(args.seed)
     data = make_batch(args.config, args.batch_size, args.atoms, args.seed).to(device)
-    model = build_model("eqgat", **PAPER_CONFIGS[args.config]).to(device)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     import eqgat
 
@@ -110,41 +136,18 @@ def main(argv: list[str] | None = None) -> None:
         f"python {platform.python_version()}, torch {torch.__version__}, device {device}, "
         f"threads {torch.get_num_threads()}, eqgat from {os.path.dirname(eqgat.__file__)}"
     )
-    print(
-        f"config {args.config}: {count_parameters(model):,} parameters; batch {data.num_graphs} graphs, "
-        f"{data.num_nodes} nodes, {data.edge_index.shape[1]:,} edges"
-    )
-
-    fwd, bwd, stp, tot, losses = [], [], [], [], []
-    for it in range(args.repeats + 1):
-        _sync(device)
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        out = model(data)
-        loss = torch.nn.functional.mse_loss(out, data.y)
-        _sync(device)
-        t1 = time.perf_counter()
-        loss.backward()
-        _sync(device)
-        t2 = time.perf_counter()
-        opt.step()
-        _sync(device)
-        t3 = time.perf_counter()
-        losses.append(loss.item())
-        if it == 0:
-            continue  # warm-up
-        fwd.append(t1 - t0)
-        bwd.append(t2 - t1)
-        stp.append(t3 - t2)
-        tot.append(t3 - t0)
-
-    med = statistics.median
-    print(f"first losses: {', '.join(f'{x:.6f}' for x in losses[:3])}")
-    print(
-        f"median of {args.repeats}: step {1e3 * med(tot):.1f} ms "
-        f"(forward {1e3 * med(fwd):.1f}, backward {1e3 * med(bwd):.1f}, optimiser {1e3 * med(stp):.1f}); "
-        f"min step {1e3 * min(tot):.1f} ms; {data.num_graphs / med(tot):.1f} graphs/s"
-    )
+    print(f"config {args.config}: batch {data.num_graphs} graphs, {data.num_nodes} nodes, {data.edge_index.shape[1]:,} edges")
+    print("| model | parameters | step ms (median) | forward | backward | optimiser | graphs/s |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.models:
+        torch.manual_seed(args.seed)
+        model = build_model(name, **model_config(name, args.config)).to(device)
+        t = time_steps(model, data, args.repeats, device)
+        print(
+            f"| {name} | {count_parameters(model):,} | {1e3 * t['step']:.1f} | {1e3 * t['forward']:.1f} | "
+            f"{1e3 * t['backward']:.1f} | {1e3 * t['optimiser']:.1f} | {data.num_graphs / t['step']:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

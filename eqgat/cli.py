@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     settings = TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_factor=args.lr_factor,
         lr_patience=args.lr_patience, lr_min=args.lr_min, clip_norm=args.clip_norm, seed=args.seed,
-        num_workers=args.loader_workers,
+        num_workers=args.loader_workers, amp=args.amp,
     )
     manifest = manifest_path(args.data)
     device = select_device(args.device)
@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-min", type=float, default=1e-7)
     p.add_argument("--clip-norm", type=float, default=10.0)
     p.add_argument("--loader-workers", type=int, default=0)
+    p.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast) on CUDA")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="run directory")
     p.set_defaults(func=cmd_train)

@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-__all__ = ["select_device"]
+__all__ = ["autocast", "mixed_precision_available", "select_device"]
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,10 @@ def select_device(preferred: str | None = None) -> torch.device:
     honoured; an explicit ``"cuda"``/``"cuda:N"`` is honoured when CUDA is available and
     otherwise falls back to ``cpu`` with a warning."""
     if preferred is None or str(preferred).lower() == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")  # the first of CUDA_VISIBLE_DEVICES
+        log.warning("no CUDA device available: running on the CPU")
+        return torch.device("cpu")
     dev = torch.device(preferred)
     if dev.type == "cuda" and not torch.cuda.is_available():
         msg = f"device {preferred!r} requested but CUDA is not available; using cpu"
@@ -25,3 +28,23 @@ def select_device(preferred: str | None = None) -> torch.device:
         log.warning(msg)
         return torch.device("cpu")
     return dev
+
+
+def mixed_precision_available(device: torch.device, requested: bool) -> bool:
+    """Whether bfloat16 autocast can be used; says why not in the log when it was requested."""
+    if not requested:
+        return False
+    if device.type != "cuda":
+        log.warning("mixed precision requested but the device is %s: training in float32", device)
+        return False
+    if not torch.cuda.is_bf16_supported():
+        log.warning("mixed precision requested but this GPU has no bfloat16: training in float32")
+        return False
+    return True
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bfloat16 autocast of the forward pass when `enabled` (see mixed_precision_available)."""
+    import contextlib
+
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()

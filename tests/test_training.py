@@ -133,3 +133,15 @@ def test_missing_data_is_a_clear_error(tmp_path):
     proc = subprocess.run(train_cmd(tmp_path / "nowhere", tmp_path / "run", epochs=1), cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 1
     assert "no shard manifest" in proc.stderr and "nowhere" in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+def test_without_gpu_auto_and_amp_fall_back_to_cpu_with_warnings(graphs, reference_run, tmp_path):
+    out = tmp_path / "auto"
+    cmd = train_cmd(graphs, out, epochs=6)
+    cmd[cmd.index("--device") + 1] = "auto"
+    proc = subprocess.run(cmd + ["--amp"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no CUDA device available: running on the CPU" in proc.stderr
+    assert "mixed precision requested but the device is cpu: training in float32" in proc.stderr
+    assert log_losses(out) == log_losses(reference_run)

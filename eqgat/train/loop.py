@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
+from eqgat.device import autocast, mixed_precision_available
 from eqgat.io import write_json_atomic, write_text_atomic
 from eqgat.tasks import Task
 from eqgat.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint
@@ -37,6 +38,7 @@ class TrainSettings:
     clip_norm: float = 10.0
     seed: int = 0
     num_workers: int = 0
+    amp: bool = False  # bfloat16 autocast of the forward pass on CUDA
 
 
 @dataclass
@@ -112,13 +114,15 @@ def mean_loss(model: torch.nn.Module, loader: DataLoader, task: Task, device: to
     return total / count if count else float("nan")
 
 
-def train_one_epoch(model, loader, task: Task, optimizer, clip_norm: float, device, progress: bool) -> float:
+def train_one_epoch(model, loader, task: Task, optimizer, clip_norm: float, device, progress: bool, amp: bool = False) -> float:
     model.train()
     total, count = 0.0, 0
     for batch in tqdm(loader, desc="  batches", leave=False, disable=not progress, mininterval=2.0):
         batch = batch.to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = task.loss(model(batch), batch.y)
+        with autocast(device, amp):
+            pred = model(batch)
+        loss = task.loss(pred.float(), batch.y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss {float(loss)}; batch ids {list(batch.id)[:5]}...")
         loss.backward()
@@ -172,13 +176,14 @@ def train(
         else:
             log.warning("ignoring checkpoint %s: it belongs to a run with other settings", paths.last)
 
+    use_amp = mixed_precision_available(device, settings.amp)
     val_loader = make_loader(val_set, settings.batch_size, None, settings.num_workers)
     bar = tqdm(total=settings.epochs, initial=state["epoch"], desc=f"{task.name} {model_spec.get('name')} seed {settings.seed}", disable=not progress)
     for epoch in range(state["epoch"] + 1, settings.epochs + 1):
         start = time.perf_counter()
         order = epoch_order(len(train_set), settings.seed, epoch)
         train_loader = make_loader(train_set, settings.batch_size, order, settings.num_workers)
-        train_loss = train_one_epoch(model, train_loader, task, optimizer, settings.clip_norm, device, progress)
+        train_loss = train_one_epoch(model, train_loader, task, optimizer, settings.clip_norm, device, progress, use_amp)
         val_loss = mean_loss(model, val_loader, task, device)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step(val_loss)

@@ -21,11 +21,12 @@ rule train:
         train=train_params,
         model=model_params,
         device=config["device"],
+        amp="--amp" if config["mixed_precision"] else "",
         run_dir=lambda wc: run_dir(wc.task, wc.model, wc.seed),
         code=code_version("train"),
     shell:
         "python -m eqgat train --task {wildcards.task} --model {wildcards.model} --seed {wildcards.seed}"
-        " --data {input.graphs:q} --out {params.run_dir:q} --device {params.device} --threads {threads}"
+        " --data {input.graphs:q} --out {params.run_dir:q} --device {params.device} {params.amp} --threads {threads}"
         " --preset {params.model[preset]} --hparams {params.model[overrides]:q}"
         " --epochs {params.train[epochs]} --batch-size {params.train[batch_size]} --lr {params.train[lr]}"
         " --lr-factor {params.train[lr_factor]} --lr-patience {params.train[lr_patience]}"
