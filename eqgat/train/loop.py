@@ -163,7 +163,9 @@ def train(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=settings.lr_factor, patience=settings.lr_patience, min_lr=settings.lr_min
     )
-    state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "log": []}
+    # the resumable state; it holds the best weights too, because a workflow manager may delete
+    # best.pt (a declared output) of an interrupted run before it is resumed
+    state = {"epoch": 0, "best_val": math.inf, "best_epoch": -1, "best_model": None, "log": []}
     if paths.last.exists():
         saved = load_checkpoint(paths.last, map_location=device)
         if saved.get("run_id") == run_id:
@@ -189,7 +191,7 @@ def train(
         scheduler.step(val_loss)
         if val_loss < state["best_val"]:
             state["best_val"], state["best_epoch"] = val_loss, epoch
-            save_checkpoint(paths.best, {"model": model.state_dict(), "model_spec": model_spec, "epoch": epoch, "val_loss": val_loss, "run_id": run_id})
+            state["best_model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
         state["epoch"] = epoch
         state["log"].append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "val_loss": val_loss, "val_metric": task.loss_name, "seconds": round(time.perf_counter() - start, 3)})
         save_checkpoint(paths.last, {
@@ -201,8 +203,9 @@ def train(
         bar.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}", lr=f"{lr:.2g}")
         log.info("epoch %d/%d train %.6g val %.6g lr %.3g (%.1f s)", epoch, settings.epochs, train_loss, val_loss, lr, time.perf_counter() - start)
     bar.close()
-    if not paths.best.exists():
+    if state["best_model"] is None:
         raise RuntimeError(f"no finite validation loss in {settings.epochs} epochs; no best checkpoint in {paths.run_dir}")
+    save_checkpoint(paths.best, {"model": state["best_model"], "model_spec": model_spec, "epoch": state["best_epoch"], "val_loss": state["best_val"], "run_id": run_id})
     write_log_csv(paths.log_csv, state["log"])
     summary = {
         "run_id": run_id, "epochs": settings.epochs, "best_epoch": state["best_epoch"], "best_val_loss": state["best_val"],
