@@ -2,7 +2,7 @@
 
 Usage (the numbers in docs/performance.md come from)::
 
-    python benchmarks/bench_neighbors.py --threads 2 --repeats 15
+    python benchmarks/bench_neighbors.py --threads 2 --repeats 11
 
 Workloads
 * single clouds of 2k / 10k / 50k atoms, uniform in a cube at protein density
@@ -10,7 +10,11 @@ Workloads
   int64 [2, E] edge list (row 0 = source j, row 1 = target i, sorted by (i, j));
   the time includes that (for cKDTree: query_pairs + mirroring + sorting).
 * 10,000 "Triangle" clouds of 100 points uniform in a ball of radius 10,
-  cutoff 10: ours batched (``radius_graph_batch``) vs cKDTree per cloud.
+  cutoff 10: ours batched (``radius_graph_batch``, default int64 output and
+  ``dtype=np.int32`` / ``np.int16``) vs cKDTree per cloud, plus the memory
+  floor: ``np.empty`` of the output's size and dtype + one parallel write of
+  every element (what just producing the output costs: page faults + memory
+  traffic, no distance computation).
 
 The Numba JIT is warmed up before timing; the median of ``--repeats`` runs is
 reported.
@@ -41,6 +45,17 @@ except ImportError:  # optional
 
 DENSITY = 0.05
 CUTOFF = 4.5
+
+
+@numba.njit(parallel=True)
+def _write_all(a):
+    """Write every element once, split over the Numba threads (the output
+    memory floor: page faults of a fresh array + store traffic)."""
+    n = a.shape[0]
+    nt = numba.get_num_threads()
+    for t in numba.prange(nt):
+        for k in range(n * t // nt, n * (t + 1) // nt):
+            a[k] = k & 127
 
 
 def _sorted_edges(i, j):
@@ -142,16 +157,33 @@ def main(argv=None):
         for b in range(nc):
             ckdtree_edges(pos[ptr[b]:ptr[b + 1]], radius)
 
+    for dt in (np.int32, np.int16):
+        e2, p2 = radius_graph_batch(pos, ptr, radius, dtype=dt)
+        assert e2.dtype == dt and np.array_equal(e2, ei) and np.array_equal(p2, ep)
+    del e2, p2
+    n_out = ei.size
+    del ei, ep
+    _write_all(np.empty(16, np.int64))  # compile
+    _write_all(np.empty(16, np.int32))
+
     reps_small = max(3, args.repeats // 3)
-    t_b = timeit(lambda: radius_graph_batch(pos, ptr, radius), args.repeats)
+    rows = []
+    for dt in (np.int64, np.int32, np.int16):
+        t = timeit(lambda: radius_graph_batch(pos, ptr, radius, dtype=dt), args.repeats)
+        rows.append((f"ours, radius_graph_batch, dtype={np.dtype(dt).name}", t))
+    t_b = rows[0][1]
+    for dt in (np.int64, np.int32):
+        t = timeit(lambda: _write_all(np.empty(n_out, dt)), args.repeats)
+        rows.append((f"floor: np.empty({n_out}, {np.dtype(dt).name}) + write every element", t))
     t_k = timeit(kd_all, reps_small)
+    rows.append(("cKDTree per cloud (query_pairs + mirror + sort, int64)", t_k))
     print(f"\nTriangle: {nc} clouds x {npts} points (ball r={radius}, cutoff {radius}), "
-          f"{ei.shape[1] / nc:.0f} edges/cloud")
+          f"{n_out / 2 / nc:.0f} edges/cloud")
     print("| method | us per cloud |")
     print("|--------|--------------|")
-    print(f"| ours, radius_graph_batch | {1e6 * t_b / nc:.1f} |")
-    print(f"| cKDTree per cloud (query_pairs + mirror + sort) | {1e6 * t_k / nc:.1f} |")
-    print(f"| ratio cKDTree/ours | {t_k / t_b:.1f} |")
+    for name, t in rows:
+        print(f"| {name} | {1e6 * t / nc:.1f} |")
+    print(f"| ratio cKDTree/ours (int64) | {t_k / t_b:.1f} |")
 
 
 if __name__ == "__main__":

@@ -71,9 +71,10 @@ def set_numba_threads(n: int | None) -> int:
 
 
 def _default_graph_fn():
+    """The exact batched radius graph, with int32 local indices (shards store int16/int32)."""
     from .neighbors import radius_graph_batch
 
-    return radius_graph_batch
+    return functools.partial(radius_graph_batch, dtype=np.int32)
 
 
 # ----------------------------------------------------------------------------------------

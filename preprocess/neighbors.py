@@ -6,11 +6,13 @@ Two entry points:
     One cloud, ``pos`` of shape ``[N, 3]``.  Returns ``edge_index``, an
     ``int64`` array of shape ``[2, E]``.
 
-``radius_graph_batch(pos, ptr, cutoff, max_neighbors=None)``
+``radius_graph_batch(pos, ptr, cutoff, max_neighbors=None, dtype=np.int64)``
     Many clouds stored back to back: ``pos`` of shape ``[sum N_b, 3]`` with CSR
     offsets ``ptr`` (``[B + 1]``, ``ptr[0] == 0``, ``ptr[-1] == len(pos)``,
     non-decreasing); cloud ``b`` is ``pos[ptr[b]:ptr[b + 1]]``.  Returns
-    ``(edge_index, edge_ptr)``: ``edge_index`` is ``[2, E]`` ``int64`` with
+    ``(edge_index, edge_ptr)``: ``edge_index`` is ``[2, E]`` (``int64`` by
+    default; ``dtype=np.int32`` or ``np.int16`` gives that dtype, same values,
+    ``ValueError`` if a cloud's largest local index does not fit) with
     indices LOCAL to each cloud (0-based within the cloud), and ``edge_ptr``
     (``[B + 1]``, ``int64``) gives the CSR offsets of each cloud's edges, so
     ``edge_index[:, edge_ptr[b]:edge_ptr[b + 1]]`` equals
@@ -64,9 +66,20 @@ Single cloud: counts pass then fill pass (two-pass count-then-fill); for
 serially.  Tiny clouds (``N <= BRUTE_MAX_ATOMS``) use brute force.
 
 Batch: ``prange`` over chunks of whole clouds (balanced by estimated cost);
-each cloud is processed serially, brute force for clouds of at most
-``BATCH_BRUTE_MAX_ATOMS`` atoms and a serial cell list for larger ones.  No
-parallel region is ever launched per cloud.
+each cloud is processed serially.  No parallel region is ever launched per
+cloud.  Clouds of at most ``BATCH_BRUTE_MAX_ATOMS`` atoms (all of them, for
+typical datasets) are done in ONE distance pass: pass 1 computes each pair's
+``d2`` once (per target row, a vectorised mask loop then a branch-free
+compaction), appending the sorted local sources to a compact ``uint8``
+chunk buffer and recording the degrees; after a prefix sum over the clouds,
+pass 2 copies the buffer into the output (a sequential widening copy for row
+0 and a run fill for row 1).  Larger clouds use a serial cell list: degrees
+in pass 1, the fill pass in pass 2 writing straight into the output.  The
+output and the work buffers are allocated by numpy in Python (transparent
+huge pages, see ``radius_graph_batch``); for the many-small-clouds workload
+the cost is then dominated by producing the output itself (first-touch page
+faults + store bandwidth of ``16 * E`` bytes for int64; pass
+``dtype=np.int32`` to halve it).
 
 The thread count is whatever the caller set with ``numba.set_num_threads``;
 this module never changes it.
@@ -657,39 +670,6 @@ def _cloud_fill(x, y, z, cutoff, c2, kmax, off, src, dst, msk, dd, bufj,
 
 
 @njit(cache=True, nogil=True)
-def _batch_count_chunk(b0, b1, xyz, ptr, cutoff, c2, kmax, deg, ecount):
-    for b in range(b0, b1):
-        a0 = ptr[b]
-        a1 = ptr[b + 1]
-        ecount[b] = _cloud_count(xyz[0, a0:a1], xyz[1, a0:a1], xyz[2, a0:a1],
-                                 cutoff, c2, kmax, deg[a0:a1])
-
-
-@njit(cache=True, nogil=True)
-def _batch_fill_chunk(b0, b1, xyz, ptr, cutoff, c2, kmax, deg, eptr, src,
-                      dst):
-    nmax = 0
-    for b in range(b0, b1):
-        nmax = max(nmax, ptr[b + 1] - ptr[b])
-    msk = np.empty(nmax + 1, np.int64)
-    dd = np.empty(nmax + 1, np.float64)
-    bufj = np.empty(nmax + 1, np.int64)
-    bufd = np.empty(nmax + 1, np.float64)
-    off = np.empty(nmax + 1, np.int64)
-    for b in range(b0, b1):
-        a0 = ptr[b]
-        a1 = ptr[b + 1]
-        n = a1 - a0
-        off[0] = 0
-        for i in range(n):
-            off[i + 1] = off[i] + deg[a0 + i]
-        e0 = eptr[b]
-        e1 = eptr[b + 1]
-        _cloud_fill(xyz[0, a0:a1], xyz[1, a0:a1], xyz[2, a0:a1], cutoff, c2,
-                    kmax, off, src[e0:e1], dst[e0:e1], msk, dd, bufj, bufd)
-
-
-@njit(cache=True, nogil=True)
 def _batch_bounds(ptr, nb, nchunks):
     """Split clouds into nchunks contiguous ranges of ~equal estimated cost."""
     cost = np.empty(nb + 1, np.float64)
@@ -714,44 +694,154 @@ def _batch_bounds(ptr, nb, nchunks):
 
 
 @njit(cache=True, nogil=True)
-def _eptr_from(ecount, nb):
-    eptr = np.empty(nb + 1, np.int64)
-    eptr[0] = 0
-    for b in range(nb):
-        eptr[b + 1] = eptr[b] + ecount[b]
-    return eptr
+def _brute_emit(x, y, z, n, c2, kmax, deg, buf, p, msk, dd, bufj, bufd):
+    """Edges of one small cloud by brute force, each distance computed once:
+    the sorted (k-limited) sources of target i are appended to buf[p:] and
+    their number stored in deg[i].  Returns the new end position.  buf must
+    have room for n * n entries from p (the compaction writes one slot past
+    the last edge of a row).  Work buffers need n entries."""
+    for i in range(n):
+        xi = x[i]
+        yi = y[i]
+        zi = z[i]
+        if kmax < 0:
+            for j in range(n):
+                dx = x[j] - xi
+                dy = y[j] - yi
+                dz = z[j] - zi
+                msk[j] = 1 if dx * dx + dy * dy + dz * dz <= c2 else 0
+            msk[i] = 0
+            # branch-free compaction, sorted by j.  Unsigned positions: a
+            # signed index makes Numba add a negative-index wraparound
+            # check to every store, which costs ~40 % of the emit time.
+            q = numba.uint64(p)
+            for j in range(n):
+                buf[q] = j
+                q += numba.uint64(msk[j])
+            m = numba.int64(q) - p
+        else:
+            for j in range(n):
+                dx = x[j] - xi
+                dy = y[j] - yi
+                dz = z[j] - zi
+                d2 = dx * dx + dy * dy + dz * dz
+                dd[j] = d2
+                msk[j] = 1 if d2 <= c2 else 0
+            msk[i] = 0
+            m = 0
+            for j in range(n):
+                bufj[m] = j
+                bufd[m] = dd[j]
+                m += msk[j]
+            _rank_write(bufj, bufd, m, kmax, buf, p, True)
+            if m > kmax:
+                m = kmax
+        deg[i] = m
+        p += m
+    return p
 
 
 @njit(cache=True, nogil=True)
-def _batch_serial(xyz, ptr, cutoff, c2, kmax):
-    nb = ptr.shape[0] - 1
-    deg = np.empty(xyz.shape[1], np.int64)
-    ecount = np.empty(nb, np.int64)
-    _batch_count_chunk(0, nb, xyz, ptr, cutoff, c2, kmax, deg, ecount)
-    eptr = _eptr_from(ecount, nb)
-    out = np.empty((2, eptr[nb]), np.int64)
-    _batch_fill_chunk(0, nb, xyz, ptr, cutoff, c2, kmax, deg, eptr, out[0],
-                      out[1])
-    return out, eptr
+def _batch_pass1(b0, b1, xyz, ptr, cutoff, c2, kmax, deg, ecount, boff,
+                 bstart, buf):
+    """Clouds [b0, b1): small clouds (brute force) get their edges computed
+    once into buf (local sources, compact, starting at boff[b0]; cloud b at
+    bstart[b]); larger clouds only get their degrees (cell-list count pass).
+    deg[atom] and ecount[b] are filled for all."""
+    nmax = 1
+    for b in range(b0, b1):
+        nmax = max(nmax, min(ptr[b + 1] - ptr[b], BATCH_BRUTE_MAX_ATOMS))
+    msk = np.empty(nmax, np.uint8)
+    dd = np.empty(nmax, np.float64)
+    bufj = np.empty(nmax, np.int64)
+    bufd = np.empty(nmax, np.float64)
+    p = boff[b0]
+    for b in range(b0, b1):
+        a0 = ptr[b]
+        a1 = ptr[b + 1]
+        n = a1 - a0
+        if n <= BATCH_BRUTE_MAX_ATOMS:
+            bstart[b] = p
+            p = _brute_emit(xyz[0, a0:a1], xyz[1, a0:a1], xyz[2, a0:a1], n,
+                            c2, kmax, deg[a0:a1], buf, p, msk, dd, bufj,
+                            bufd)
+            ecount[b] = p - bstart[b]
+        else:
+            bstart[b] = -1
+            ecount[b] = _cloud_count(xyz[0, a0:a1], xyz[1, a0:a1],
+                                     xyz[2, a0:a1], cutoff, c2, kmax,
+                                     deg[a0:a1])
+
+
+@njit(cache=True, nogil=True)
+def _batch_pass2(b0, b1, xyz, ptr, cutoff, c2, kmax, deg, eptr, bstart, buf,
+                 src, dst):
+    """Write the edges of clouds [b0, b1) to src/dst[eptr[b]:eptr[b + 1]]:
+    a sequential copy from buf for small clouds, the cell-list fill pass for
+    larger ones."""
+    nmax = 0
+    for b in range(b0, b1):
+        n = ptr[b + 1] - ptr[b]
+        if n > BATCH_BRUTE_MAX_ATOMS:
+            nmax = max(nmax, n)
+    msk = np.empty(nmax + 1, np.int64)
+    dd = np.empty(nmax + 1, np.float64)
+    bufj = np.empty(nmax + 1, np.int64)
+    bufd = np.empty(nmax + 1, np.float64)
+    off = np.empty(nmax + 1, np.int64)
+    for b in range(b0, b1):
+        a0 = ptr[b]
+        a1 = ptr[b + 1]
+        n = a1 - a0
+        e0 = eptr[b]
+        if n <= BATCH_BRUTE_MAX_ATOMS:
+            # unsigned indices: no wraparound checks, the copy vectorises
+            e = numba.uint64(e0)
+            e1 = numba.uint64(eptr[b + 1])
+            p = numba.uint64(bstart[b])
+            for t in range(numba.uint64(0), e1 - e):
+                src[e + t] = buf[p + t]
+            for i in range(n):
+                e1 = e + numba.uint64(deg[a0 + i])
+                for t in range(e, e1):
+                    dst[t] = i
+                e = e1
+        else:
+            off[0] = 0
+            for i in range(n):
+                off[i + 1] = off[i] + deg[a0 + i]
+            e1 = eptr[b + 1]
+            _cloud_fill(xyz[0, a0:a1], xyz[1, a0:a1], xyz[2, a0:a1], cutoff,
+                        c2, kmax, off, src[e0:e1], dst[e0:e1], msk, dd, bufj,
+                        bufd)
+
+
+@njit(cache=True, nogil=True)
+def _brute_bound_offsets(ptr, nb):
+    """boff[b]: start of cloud b's worst-case region (n * n for small clouds,
+    0 for cell-list clouds) in the pass-1 buffer; boff[nb] is its size."""
+    boff = np.empty(nb + 1, np.int64)
+    boff[0] = 0
+    for b in range(nb):
+        n = ptr[b + 1] - ptr[b]
+        boff[b + 1] = boff[b] + (n * n if n <= BATCH_BRUTE_MAX_ATOMS else 0)
+    return boff
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _batch_parallel(xyz, ptr, cutoff, c2, kmax, nchunks):
-    nb = ptr.shape[0] - 1
-    bounds = _batch_bounds(ptr, nb, nchunks)
-    deg = np.empty(xyz.shape[1], np.int64)
-    ecount = np.empty(nb, np.int64)
-    for t in prange(nchunks):
-        _batch_count_chunk(bounds[t], bounds[t + 1], xyz, ptr, cutoff, c2,
-                           kmax, deg, ecount)
-    eptr = _eptr_from(ecount, nb)
-    out = np.empty((2, eptr[nb]), np.int64)
-    src = out[0]
-    dst = out[1]
-    for t in prange(nchunks):
-        _batch_fill_chunk(bounds[t], bounds[t + 1], xyz, ptr, cutoff, c2,
-                          kmax, deg, eptr, src, dst)
-    return out, eptr
+def _batch_pass1_parallel(bounds, xyz, ptr, cutoff, c2, kmax, deg, ecount,
+                          boff, bstart, buf):
+    for t in prange(bounds.shape[0] - 1):
+        _batch_pass1(bounds[t], bounds[t + 1], xyz, ptr, cutoff, c2, kmax,
+                     deg, ecount, boff, bstart, buf)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _batch_pass2_parallel(bounds, xyz, ptr, cutoff, c2, kmax, deg, eptr,
+                          bstart, buf, src, dst):
+    for t in prange(bounds.shape[0] - 1):
+        _batch_pass2(bounds[t], bounds[t + 1], xyz, ptr, cutoff, c2, kmax,
+                     deg, eptr, bstart, buf, src, dst)
 
 
 # --------------------------------------------------------------------------
@@ -805,6 +895,21 @@ def _check_k(max_neighbors):
     return int(k)
 
 
+_INDEX_DTYPES = (np.dtype(np.int16), np.dtype(np.int32), np.dtype(np.int64))
+
+
+def _check_index_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in _INDEX_DTYPES:
+        raise ValueError(
+            f"dtype must be np.int16, np.int32 or np.int64, got {dtype!r}"
+        )
+    return dt
+
+
 def radius_graph(pos: np.ndarray, cutoff: float, max_neighbors: int | None = None) -> np.ndarray:
     """Directed edges (source j, target i) with 0 < |p_j - p_i| <= cutoff.
 
@@ -846,17 +951,25 @@ def radius_graph_batch(
     ptr: np.ndarray,
     cutoff: float,
     max_neighbors: int | None = None,
+    dtype=np.int64,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Many small clouds at once: pos [sum N, 3] with CSR offsets ptr [B+1];
     returns (edge_index [2, E] with indices LOCAL to each cloud, edge_ptr [B+1]).
 
     ``edge_index[:, edge_ptr[b]:edge_ptr[b+1]]`` equals
-    ``radius_graph(pos[ptr[b]:ptr[b+1]], cutoff, max_neighbors)``.  Work is
-    parallelised across clouds (each cloud serial).
+    ``radius_graph(pos[ptr[b]:ptr[b+1]], cutoff, max_neighbors)`` (cast to
+    ``dtype``).  Work is parallelised across clouds (each cloud serial).
+
+    dtype : ``np.int64`` (default), ``np.int32`` or ``np.int16``: dtype of
+        ``edge_index`` (local indices; ``edge_ptr`` is always int64).  The
+        smaller dtypes write 2x / 4x fewer bytes, which is most of the cost
+        for many small clouds.  ``ValueError`` if the largest cloud's local
+        indices do not fit.
     """
     arr = _check_pos(pos)
     c = _check_cutoff(cutoff)
     kmax = _check_k(max_neighbors)
+    dt = _check_index_dtype(dtype)
     p = np.asarray(ptr)
     if p.ndim != 1 or p.shape[0] < 1:
         raise ValueError(f"ptr must be a 1-D array of length B + 1 >= 1, got shape {p.shape}")
@@ -872,13 +985,44 @@ def radius_graph_batch(
         b = int(np.flatnonzero(np.diff(p) < 0)[0])
         raise ValueError(f"ptr must be non-decreasing; ptr[{b + 1}] < ptr[{b}]")
     nb = p.shape[0] - 1
+    if nb > 0:
+        nmax = int(np.diff(p).max())
+        if nmax - 1 > np.iinfo(dt).max:
+            raise ValueError(
+                f"dtype {dt} cannot hold the local indices of a cloud of "
+                f"{nmax} atoms (largest index {nmax - 1})"
+            )
     if nb == 0 or arr.shape[0] == 0:
-        return np.empty((2, 0), np.int64), np.zeros(nb + 1, np.int64)
+        return np.empty((2, 0), dt), np.zeros(nb + 1, np.int64)
     c2 = c * c
     xyz = np.ascontiguousarray(arr.T)
     nthreads = numba.get_num_threads()
-    if nthreads > 1 and nb > 1:
-        out, eptr = _batch_parallel(xyz, p, c, c2, kmax, min(nthreads, nb))
+    nchunks = min(nthreads, nb)
+    bounds = _batch_bounds(p, nb, nchunks)
+    boff = _brute_bound_offsets(p, nb)
+    # Work arrays and the output are allocated here, by numpy, rather than
+    # inside the compiled code: numpy asks the kernel for transparent huge
+    # pages on large allocations (madvise), which makes first-touch page
+    # faults of the ~100s of MB involved 2-3x cheaper than with the 4 KiB
+    # pages of Numba's allocator.  buf is sized for the worst case (n * n per
+    # small cloud) but only the pages of the actual edges are ever touched.
+    buf = np.empty(int(boff[nb]) + 1, np.uint8)
+    deg = np.empty(arr.shape[0], np.int64)
+    ecount = np.empty(nb, np.int64)
+    bstart = np.empty(nb, np.int64)
+    if nchunks > 1:
+        _batch_pass1_parallel(bounds, xyz, p, c, c2, kmax, deg, ecount, boff,
+                              bstart, buf)
     else:
-        out, eptr = _batch_serial(xyz, p, c, c2, kmax)
+        _batch_pass1(0, nb, xyz, p, c, c2, kmax, deg, ecount, boff, bstart,
+                     buf)
+    eptr = np.zeros(nb + 1, np.int64)
+    np.cumsum(ecount, out=eptr[1:])
+    out = np.empty((2, int(eptr[nb])), dt)
+    if nchunks > 1:
+        _batch_pass2_parallel(bounds, xyz, p, c, c2, kmax, deg, eptr, bstart,
+                              buf, out[0], out[1])
+    else:
+        _batch_pass2(0, nb, xyz, p, c, c2, kmax, deg, eptr, bstart, buf,
+                     out[0], out[1])
     return out, eptr

@@ -303,3 +303,61 @@ def test_batch_empty():
     assert ei.shape == (2, 0) and ep.tolist() == [0]
     ei, ep = radius_graph_batch(np.zeros((0, 3)), np.array([0, 0, 0]), 1.0)
     assert ei.shape == (2, 0) and ep.tolist() == [0, 0, 0]
+
+
+# --------------------------------------------------------------------------
+# batch: single-pass small-cloud path, index dtype
+# --------------------------------------------------------------------------
+def test_batch_small_clouds_vs_bruteforce_exact_cutoff_and_dups():
+    # integer lattices (pairs at exactly the cutoff), duplicates, clouds at
+    # the brute/cell-list size boundary, empty and one-atom clouds
+    rng = np.random.default_rng(11)
+    m = nbm.BATCH_BRUTE_MAX_ATOMS
+    sizes = [0, 1, 2, 7, 64, 65, 100, m - 1, m, m + 1, 0, 3]
+    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    pos = rng.integers(-3, 4, (int(ptr[-1]), 3)).astype(np.float64)
+    for cutoff in (1.0, 2.0 ** 0.5, 3.0 ** 0.5, 2.0):
+        for k in (None, 0, 1, 5):
+            ei, ep = radius_graph_batch(pos, ptr, cutoff, k)
+            for b in range(len(sizes)):
+                got = ei[:, ep[b]:ep[b + 1]]
+                exp = ref_radius_graph(pos[ptr[b]:ptr[b + 1]], cutoff, k)
+                np.testing.assert_array_equal(got, exp)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, "int32"])
+@pytest.mark.parametrize("k", [None, 3])
+def test_batch_index_dtype(dtype, k):
+    rng = np.random.default_rng(12)
+    sizes = [100, 0, 5, 300, 100, 1, 160, 161]
+    ptr = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    pos = rng.uniform(0, 9, (int(ptr[-1]), 3))
+    ref_ei, ref_ep = radius_graph_batch(pos, ptr, 3.0, k)
+    ei, ep = radius_graph_batch(pos, ptr, 3.0, k, dtype=dtype)
+    assert ei.dtype == np.dtype(dtype) and ep.dtype == np.int64
+    np.testing.assert_array_equal(ep, ref_ep)
+    np.testing.assert_array_equal(ei, ref_ei)
+    # threads do not change the result
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        ei1, ep1 = radius_graph_batch(pos, ptr, 3.0, k, dtype=dtype)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(ei1, ei)
+    np.testing.assert_array_equal(ep1, ep)
+    e0, p0 = radius_graph_batch(np.zeros((0, 3)), [0], 3.0, dtype=dtype)
+    assert e0.shape == (2, 0) and e0.dtype == np.dtype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int8, np.float32, "x", object])
+def test_batch_bad_dtype(dtype):
+    with pytest.raises(ValueError, match="dtype"):
+        radius_graph_batch(np.zeros((4, 3)), np.array([0, 4]), 1.0, dtype=dtype)
+
+
+def test_batch_dtype_too_small_for_cloud():
+    n = np.iinfo(np.int16).max + 2  # one cloud of n atoms: largest index 32768
+    pos = np.zeros((n + 1, 3))
+    with pytest.raises(ValueError, match="dtype"):
+        radius_graph_batch(pos, np.array([0, 1, n + 1]), 1.0, dtype=np.int16)
