@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch_geometric.nn.models.schnet import GaussianSmearing, InteractionBlock
 
 from ..nn.radial import safe_norm
-from ..nn.readout import READOUTS, MLPHead, _index, global_mean_pool
+from ..nn.readout import READOUTS, MLPHead, pool
 
 __all__ = [
     "COMMON_HPARAMS",
@@ -132,16 +132,7 @@ class ScalarReadout(nn.Module):
         self.head = MLPHead(2 * hidden if mode == "pair" else hidden, hidden, out_dim)
 
     def forward(self, x: Tensor, batch: Tensor, num_graphs: int, data=None) -> Tensor:
-        x = self.project(x)
-        if self.mode == "graph":
-            x = global_mean_pool(x, batch, num_graphs)
-        elif self.mode == "node":
-            x = x[_index(data, "center_index", x.device)]
-        else:
-            i0 = _index(data, "center_index0", x.device)
-            i1 = _index(data, "center_index1", x.device)
-            x = torch.cat([x[i0], x[i1]], dim=-1)
-        return self.head(x)
+        return self.head(pool(self.project(x), self.mode, batch, num_graphs, data))
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"

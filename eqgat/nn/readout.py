@@ -82,6 +82,18 @@ def _index(data, name: str, device) -> Tensor:
     return torch.as_tensor(idx, dtype=torch.long, device=device).reshape(-1)
 
 
+def pool(x: Tensor, mode: str, batch: Tensor, num_graphs: int, data=None) -> Tensor:
+    """Per-graph features: mean over nodes ("graph"), the centre node ("node", `center_index`),
+    or the two centre nodes side by side ("pair", `center_index0`, `center_index1`)."""
+    if mode == "graph":
+        return global_mean_pool(x, batch, num_graphs)
+    if mode == "node":
+        return x[_index(data, "center_index", x.device)]
+    i0 = _index(data, "center_index0", x.device)
+    i1 = _index(data, "center_index1", x.device)
+    return torch.cat([x[i0], x[i1]], dim=-1)
+
+
 class Readout(nn.Module):
     def __init__(
         self,
@@ -102,16 +114,7 @@ class Readout(nn.Module):
             self.head = MLPHead(hidden_scalars, hidden_scalars, out_dim)
 
     def forward(self, s: Tensor, v: Tensor, batch: Tensor, num_graphs: int, data=None) -> Tensor:
-        x = self.project(s, v)
-        if self.mode == "graph":
-            x = global_mean_pool(x, batch, num_graphs)
-        elif self.mode == "node":
-            x = x[_index(data, "center_index", x.device)]
-        else:
-            i0 = _index(data, "center_index0", x.device)
-            i1 = _index(data, "center_index1", x.device)
-            x = torch.cat([x[i0], x[i1]], dim=-1)
-        return self.head(x)
+        return self.head(pool(self.project(s, v), self.mode, batch, num_graphs, data))
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"
