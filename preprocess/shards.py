@@ -327,6 +327,7 @@ def write_shard(path, block: GraphBlock, attrs: Mapping, compression: str | None
 # Reading
 # --------------------------------------------------------------------------------------
 def _py(v):
+    """An HDF5 attribute as a plain Python value (lists, ints, floats, str)."""
     if isinstance(v, np.ndarray):
         return [_py(x) for x in v.tolist()]
     if isinstance(v, np.generic):

@@ -260,15 +260,8 @@ def write_raw(path, data: dict, attrs: dict | None = None) -> None:
 def read_raw_attrs(path) -> dict:
     import h5py
 
+    from .shards import _py
+
     with h5py.File(path, "r") as f:
         return {k: _py(v) for k, v in f.attrs.items()}
 
-
-def _py(v):
-    if isinstance(v, np.ndarray):
-        return [_py(x) for x in v.tolist()]
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, bytes):
-        return v.decode()
-    return v
