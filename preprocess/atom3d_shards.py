@@ -169,13 +169,13 @@ def write_skip_report(out_dir: Path, manifest: dict) -> dict:
 
 def build_atom3d_shards(task: str, source, out_dir, cutoff: float, max_neighbors: int | None = None, shard_size: int = 1000,
                         workers: int = 1, scheduler: str | None = None, threads: int = 1, strict: bool = False,
-                        max_records: int | None = None, seed: int = 0, progress: bool = True) -> dict:
+                        max_records: int | None = None, seed: int = 0, progress: bool = True, slurm: dict | None = None) -> dict:
     """Shard one ATOM3D task's download (see `atom3d_tasks`); returns the manifest."""
     out_dir = Path(out_dir)
     attrs = {"task": task, "cutoff": float(cutoff), "max_neighbors": -1 if max_neighbors is None else int(max_neighbors),
              "source": f"ATOM3D {task} from {Path(source).resolve()}", "sampling_seed": int(seed)}
     make_block = functools.partial(atom3d_make_block, task=task, cutoff=float(cutoff), max_neighbors=max_neighbors, strict=strict, seed=seed)
     manifest = build_shards(atom3d_tasks(task, source, shard_size, max_records), make_block, out_dir, attrs, workers=workers,
-                            scheduler=scheduler, threads=threads, progress=progress, desc=f"{task} shards")
+                            scheduler=scheduler, threads=threads, progress=progress, desc=f"{task} shards", slurm=slurm)
     write_skip_report(out_dir, manifest)
     return manifest

@@ -156,11 +156,13 @@ def _progress(total: int, enabled: bool, desc: str):
 def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], GraphBlock],
                  out_dir, attrs: Mapping, workers: int = 1, scheduler: str | None = None,
                  threads: int = 1, progress: bool = True, sha256: bool = False,
-                 compression: str | None = None, desc: str = "shards") -> dict:
+                 compression: str | None = None, desc: str = "shards",
+                 slurm: Mapping | None = None) -> dict:
     """Run every task, then write ``out_dir/manifest.json`` (atomically, last).
 
     * ``scheduler`` given: connect to that Dask scheduler address (its workers run tasks with
       one Numba thread each);
+    * else ``slurm`` given: a dask-jobqueue ``SLURMCluster`` (see ``preprocess.cluster``);
     * else ``workers > 1``: a ``LocalCluster(n_workers=workers, threads_per_worker=1,
       processes=True)``, one Numba thread per worker;
     * else (``workers`` 0 or 1): serially in this process with ``threads`` Numba threads.
@@ -183,7 +185,7 @@ def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], G
     bar = _progress(len(tasks), progress, desc)
     results = []
     try:
-        if scheduler is None and (workers is None or workers <= 1):
+        if scheduler is None and not slurm and (workers is None or workers <= 1):
             log.info("building %d shards serially (numba threads=%d)", len(tasks), threads)
             for t in tasks:
                 results.append(run_shard_task(t, make_block, str(out_dir), attrs,
@@ -192,7 +194,7 @@ def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], G
                     bar.update(1)
         else:
             results = _run_dask(tasks, make_block, str(out_dir), attrs, workers, scheduler,
-                                compression, sha256, bar)
+                                compression, sha256, bar, slurm)
     finally:
         if bar is not None:
             bar.close()
@@ -206,21 +208,12 @@ def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], G
     return manifest
 
 
-def _run_dask(tasks, make_block, out_dir, attrs, workers, scheduler, compression, sha256, bar):
-    from dask.distributed import Client, LocalCluster, as_completed
+def _run_dask(tasks, make_block, out_dir, attrs, workers, scheduler, compression, sha256, bar, slurm=None):
+    from dask.distributed import as_completed
 
-    cluster = None
-    if scheduler is not None:
-        log.info("connecting to Dask scheduler %s", scheduler)
-        client = Client(scheduler)
-    else:
-        log.info("starting LocalCluster with %d worker processes", workers)
-        cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                               dashboard_address=None,
-                               env={"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-                                    "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
-        client = Client(cluster)
-    try:
+    from .cluster import dask_client
+
+    with dask_client(workers, scheduler, slurm) as client:
         futures = [client.submit(run_shard_task, t, make_block, out_dir, attrs, compression, 1,
                                  sha256, key=f"shard-{t.split}-{t.index}-{os.getpid()}-"
                                              f"{id(tasks)}", pure=False)
@@ -236,10 +229,6 @@ def _run_dask(tasks, make_block, out_dir, attrs, workers, scheduler, compression
                 fut.cancel()
             raise
         return results
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def _remove_stale_shards(out_dir: Path, keep: set) -> None:
@@ -299,7 +288,7 @@ def build_triangle_shards(raw_path, out_dir, cutoff: float, max_neighbors: int |
                           scheduler: str | None = None, progress: bool = True,
                           threads: int = 1, sha256: bool = False,
                           compression: str | None = None,
-                          graph_fn: Callable | None = None) -> dict:
+                          graph_fn: Callable | None = None, slurm: Mapping | None = None) -> dict:
     """Shard a raw Triangle file (see ``preprocess.triangle.write_raw``); return the manifest."""
     from .triangle import read_raw_attrs
 
@@ -330,4 +319,5 @@ def build_triangle_shards(raw_path, out_dir, cutoff: float, max_neighbors: int |
                                    graph_fn=graph_fn)
     return build_shards(tasks, make_block, out_dir, attrs, workers=workers,
                         scheduler=scheduler, threads=threads, progress=progress,
-                        sha256=sha256, compression=compression, desc="triangle shards")
+                        sha256=sha256, compression=compression, desc="triangle shards",
+                        slurm=slurm)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -36,7 +37,7 @@ def _cmd_build_graphs(args) -> int:
     t0 = time.perf_counter()
     common = dict(cutoff=args.cutoff, max_neighbors=args.max_neighbors, shard_size=args.shard_size,
                   workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
-                  threads=args.threads)
+                  threads=args.threads, slurm=json.loads(args.dask_slurm) if args.dask_slurm else None)
     if args.task == "triangle":
         from .build import build_triangle_shards
 
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Dask worker processes (0/1: serial, in-process)")
     b.add_argument("--threads", type=int, default=1, help="Numba threads in serial mode")
     b.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
+    b.add_argument("--dask-slurm", default=None, help="JSON settings of a dask-jobqueue SLURMCluster (see preprocess.cluster)")
     b.add_argument("--compression", default=None, help="HDF5 filter (e.g. gzip, lzf)")
     b.add_argument("--sha256", action="store_true", help="record shard checksums")
     b.add_argument("--no-progress", action="store_true")

@@ -1,6 +1,7 @@
 # Shared helpers: config validation, output paths, code versions.
 import hashlib
 import json
+import shlex
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -85,8 +86,13 @@ def max_neighbors_arg(graph):
 
 
 def scheduler_arg():
+    """Where graph building runs: an existing Dask scheduler, Dask workers as SLURM jobs, or
+    (default) a local cluster of `preprocess.workers` processes."""
     address = config["preprocess"].get("scheduler")
-    return f"--scheduler {address}" if address else ""
+    if address:
+        return f"--scheduler {address}"
+    slurm = config["preprocess"].get("slurm")
+    return f"--dask-slurm {shlex.quote(json.dumps(slurm, sort_keys=True))}" if slurm else ""
 
 
 def train_params(wildcards):

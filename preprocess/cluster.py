@@ -1,0 +1,135 @@
+"""Which Dask cluster runs the graph-building tasks.
+
+:func:`dask_client` is a context manager yielding a ``dask.distributed.Client`` on one of
+
+* an existing scheduler (``scheduler="tcp://host:8786"``): its workers are used as they are;
+* a ``dask_jobqueue.SLURMCluster`` (``slurm={...}``): SLURM jobs each running ``processes``
+  single-threaded worker processes, ``scale(jobs=...)`` of them;
+* by default a ``LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)``.
+
+Workers it starts run one Numba/BLAS thread each (one task = one shard, so the parallelism is
+across shards). On exit the client and any cluster it started are closed (SLURM worker jobs
+are cancelled).
+
+``slurm`` keys (all optional except ``queue``/``account`` on most sites):
+
+====================  =====================================================================
+``queue``             partition (``sbatch -p``)
+``account``           account (``sbatch -A``); set it, SLURM's default guess often fails
+``cores``             CPUs per SLURM job (default 1)
+``processes``         worker processes per job, one thread each (default ``cores``)
+``memory``            memory per job, e.g. ``"8GB"`` (default ``"4GB"``)
+``walltime``          ``"HH:MM:SS"`` per job (default ``"01:00:00"``)
+``jobs``              SLURM jobs to start (default: enough jobs for ``workers`` processes)
+``job_extra_directives``  more ``#SBATCH`` lines, e.g. ``["--qos=short"]``
+``job_script_prologue``   shell lines run before the worker (e.g. ``module load ...``)
+``interface``         network interface the scheduler and workers use (e.g. ``ib0``)
+``log_directory``     where the worker jobs' SLURM logs go
+``local_directory``   workers' scratch directory
+``python``            Python executable on the nodes (default: this interpreter)
+``wait_timeout``      seconds to wait for the first worker before giving up (default: wait)
+====================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from contextlib import contextmanager
+from typing import Iterator, Mapping
+
+__all__ = ["dask_client", "WORKER_ENV", "SLURM_KEYS"]
+
+log = logging.getLogger(__name__)
+
+# one thread per worker process: the parallelism is across shards
+WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+              "OPENBLAS_NUM_THREADS": "1"}
+
+SLURM_KEYS = frozenset({
+    "queue", "account", "cores", "processes", "memory", "walltime", "jobs",
+    "job_extra_directives", "job_script_prologue", "interface", "log_directory",
+    "local_directory", "python", "wait_timeout",
+})
+
+
+def _slurm_cluster(slurm: Mapping, workers: int):
+    """A started ``SLURMCluster`` scaled to the requested number of jobs."""
+    unknown = set(slurm) - SLURM_KEYS
+    if unknown:
+        raise ValueError(f"unknown preprocess SLURM option(s) {sorted(unknown)}; "
+                         f"known: {sorted(SLURM_KEYS)}")
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("preprocess on SLURM needs dask-jobqueue: pip install dask-jobqueue") from exc
+    cores = int(slurm.get("cores") or 1)
+    processes = int(slurm.get("processes") or cores)
+    if cores < 1 or processes < 1 or processes > cores:
+        raise ValueError(f"need 1 <= processes ({processes}) <= cores ({cores})")
+    jobs = slurm.get("jobs")
+    jobs = int(jobs) if jobs else max(1, math.ceil(max(int(workers or 1), 1) / processes))
+    prologue = [f"export {k}={v}" for k, v in WORKER_ENV.items()]
+    prologue += list(slurm.get("job_script_prologue") or [])
+    kwargs = dict(
+        cores=cores,
+        processes=processes,
+        memory=str(slurm.get("memory") or "4GB"),
+        walltime=str(slurm.get("walltime") or "01:00:00"),
+        queue=slurm.get("queue"),
+        account=slurm.get("account"),
+        job_extra_directives=list(slurm.get("job_extra_directives") or []),
+        job_script_prologue=prologue,
+        python=slurm.get("python") or sys.executable,
+        job_name="eqgat-dask",
+        scheduler_options={"dashboard_address": ":0"},  # any free port
+    )
+    for key in ("interface", "log_directory", "local_directory"):
+        if slurm.get(key):
+            kwargs[key] = str(slurm[key])
+    cluster = SLURMCluster(**kwargs)
+    log.info("SLURMCluster: %d job(s) of %d worker process(es); job script:\n%s",
+             jobs, processes, cluster.job_script())
+    cluster.scale(jobs=jobs)
+    return cluster
+
+
+@contextmanager
+def dask_client(workers: int = 1, scheduler: str | None = None,
+                slurm: Mapping | None = None) -> Iterator["distributed.Client"]:  # noqa: F821
+    """Yield a Dask client for building shards; close what was started on exit.
+
+    ``scheduler`` (an address) wins over ``slurm`` (a dict, see the module docstring), which
+    wins over the default local cluster of ``workers`` single-threaded processes.
+    """
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler and slurm:
+        raise ValueError("give either a scheduler address or SLURM options, not both")
+    cluster = None
+    if scheduler:
+        log.info("connecting to Dask scheduler %s", scheduler)
+        client = Client(scheduler)
+    else:
+        if slurm:
+            cluster = _slurm_cluster(slurm, workers)
+        else:
+            log.info("starting LocalCluster with %d worker processes", workers)
+            cluster = LocalCluster(n_workers=max(int(workers or 1), 1), threads_per_worker=1,
+                                   processes=True, dashboard_address=None, env=dict(WORKER_ENV))
+        try:
+            client = Client(cluster)
+        except BaseException:
+            cluster.close()
+            raise
+    try:
+        if slurm and slurm.get("wait_timeout"):
+            client.wait_for_workers(1, timeout=float(slurm["wait_timeout"]))
+        yield client
+    finally:
+        try:
+            client.close()
+        finally:
+            if cluster is not None:
+                cluster.close()

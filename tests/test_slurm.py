@@ -1,0 +1,228 @@
+"""The SLURM profile and Dask on SLURM, against a real one-node SLURM on this machine.
+
+The cluster tests need root and `slurm-wlm` + `munge` (`.ci/install-slurm` installs them) and
+are skipped with that hint otherwise; the profile checks at the top run everywhere.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm_cluster import SlurmCluster, unavailable_reason
+from workflow_helpers import REPO, TINY_CONFIG, copy_repo, snakemake, write_config
+
+SLURM_PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+PLUGIN_HINT = "pip install snakemake-executor-plugin-slurm"
+RULES = ("generate_triangle", "build_graphs", "train", "evaluate", "aggregate")
+
+
+# --------------------------------------------------------------------------------------------
+# The profiles (no cluster needed)
+# --------------------------------------------------------------------------------------------
+def test_slurm_profile_sets_every_rule():
+    from preprocess.download import ARCHIVES
+
+    profile = yaml.safe_load(SLURM_PROFILE.read_text())
+    assert profile["executor"] == "slurm"
+    assert profile["slurm-status-command"] == "squeue"
+    assert {"slurm_partition", "slurm_account", "runtime", "mem_mb"} <= set(profile["default-resources"])
+    per_rule = profile["set-resources"]
+    rules = set(RULES) | {f"download_{d}" for d in ARCHIVES}
+    assert rules <= set(per_rule)
+    for rule in rules:
+        assert per_rule[rule]["runtime"] > 0 and per_rule[rule]["mem_mb"] > 0, rule
+    assert per_rule["train"]["gpu"] == 1 and per_rule["evaluate"]["gpu"] == 1
+    assert not any("gpu" in per_rule[r] for r in rules - {"train", "evaluate"})
+
+
+@pytest.mark.parametrize("argv, capped", [
+    (["--cores", "2", "all"], True),
+    (["--executor", "local", "all"], True),
+    (["--profile", "workflow/profiles/slurm", "all"], False),
+    (["--profile=workflow/profiles/slurm", "all"], False),
+    (["--workflow-profile", "workflow/profiles/slurm", "all"], False),
+    (["-e", "slurm", "all"], False),
+    (["--profile", "workflow/profiles/slurm", "--executor", "local", "all"], True),
+])
+def test_gpu_cap_only_for_local_runs(argv, capped, monkeypatch, capsys):
+    """The default workflow profile caps GPU jobs at 1 on one machine, but never a cluster run
+    (it is loaded beside `--profile` profiles and wins over them on shared keys)."""
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason=PLUGIN_HINT)
+    from snakemake.cli import parse_args
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("SNAKEMAKE_PROFILE", raising=False)
+    monkeypatch.setattr(sys, "argv", ["snakemake", *argv])
+    _, args = parse_args(argv)
+    resources = {k: getattr(v, "value", v) for k, v in (args.resources or {}).items()}
+    assert resources == ({"gpu": 1} if capped else {})
+
+
+def test_dask_client_local_and_scheduler():
+    from preprocess.cluster import dask_client
+
+    with dask_client(workers=2) as client:
+        env = client.run(lambda: (os.environ.get("NUMBA_NUM_THREADS"), os.environ.get("SLURM_JOB_ID")))
+        assert len(env) == 2 and set(env.values()) == {("1", None)}
+        info = client.scheduler_info()
+        assert all(w["nthreads"] == 1 for w in info["workers"].values())
+        with dask_client(scheduler=client.scheduler.address) as other:
+            assert len(other.scheduler_info()["workers"]) == 2
+        assert client.submit(sum, [1, 2]).result() == 3  # the connected client closed, not ours
+    with pytest.raises(ValueError, match="not both"):
+        with dask_client(scheduler="tcp://127.0.0.1:1", slurm={"queue": "q"}):
+            pass
+    with pytest.raises(ValueError, match="unknown preprocess SLURM option"):
+        with dask_client(slurm={"queue": "q", "partition": "p"}):
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# The one-node SLURM cluster
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _test_profile(workdir: Path, cluster: SlurmCluster) -> Path:
+    """The copy's SLURM profile with this test cluster's partition and account, memory that
+    fits the node, keeping every log and quick first status checks."""
+    path = workdir / "workflow" / "profiles" / "slurm" / "config.yaml"
+    profile = yaml.safe_load(path.read_text())
+    profile["default-resources"].update(slurm_partition=cluster.partition,
+                                        slurm_account=cluster.account, mem_mb=500)
+    for resources in profile["set-resources"].values():
+        resources["mem_mb"] = 500
+    profile["slurm-keep-successful-logs"] = True
+    profile["slurm-init-seconds-before-status-checks"] = 2
+    profile["latency-wait"] = 5
+    path.write_text(yaml.safe_dump(profile, sort_keys=False))
+    return path.parent
+
+
+def _slurm_jobs(workdir: Path) -> dict[str, list[str]]:
+    """rule -> SLURM job ids, from the plugin's per-job logs (.snakemake/slurm_logs/rule_<rule>/<wildcards>/<jobid>.log)."""
+    jobs: dict[str, list[str]] = {}
+    for log in sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log")):
+        rule = next(p.name[len("rule_"):] for p in log.parents if p.name.startswith("rule_"))
+        jobs.setdefault(rule, []).append(log.stem)
+    return jobs
+
+
+def _reuse_numba_cache(workdir: Path) -> None:
+    """Give the copy the Numba kernels already compiled in this checkout, if any (copy_repo
+    leaves them out; Numba checks them against the sources' size and mtime, which the copy
+    keeps, and recompiles if they do not match). Saves the two concurrent runs compiling the
+    same kernels (~35 s each on two cores); the results do not depend on it."""
+    for cache in REPO.glob("preprocess/**/__pycache__/*.nb[ic]"):
+        dest = workdir / cache.relative_to(REPO)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(cache, dest)
+
+
+@pytest.mark.slow
+def test_workflow_on_slurm_matches_local_run(slurm, tmp_path):
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason=PLUGIN_HINT)
+    config = copy.deepcopy(TINY_CONFIG)
+    local, remote = tmp_path / "local", tmp_path / "slurm"
+    for workdir in (local, remote):
+        workdir.mkdir()
+        copy_repo(workdir)
+        _reuse_numba_cache(workdir)
+    local_cfg, remote_cfg = write_config(local, config), write_config(remote, config)
+
+    # the local reference run goes on beside the SLURM run (the two share the machine's cores)
+    failure = []
+
+    def run_local():
+        try:
+            snakemake(local, "all", "--cores", "2", "--configfile", str(local_cfg))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run_local)
+    thread.start()
+    try:
+        proc = snakemake(remote, "all", "--profile", str(_test_profile(remote, slurm)),
+                         "--jobs", "2", "--configfile", str(remote_cfg), "--verbose",
+                         check=False, timeout=600)
+    finally:
+        thread.join()
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{output[-6000:]}\n{slurm.logs()}"
+    assert not failure, failure
+
+    # every job went through SLURM: one plugin log per job, each a finished job of our cluster
+    jobs = _slurm_jobs(remote)
+    assert {rule: len(ids) for rule, ids in jobs.items()} == {
+        "generate_triangle": 1, "build_graphs": 1, "train": 2, "evaluate": 2, "aggregate": 1}
+    info = {job: slurm.job_info(job) for ids in jobs.values() for job in ids}
+    for rule, ids in jobs.items():
+        for job in ids:
+            assert info[job]["JobState"] == "COMPLETED", (rule, info[job])
+            assert info[job]["Partition"] == slurm.partition and info[job]["Account"] == slurm.account
+            gpus = info[job].get("TresPerJob", "")
+            if rule in ("train", "evaluate"):
+                assert gpus == "gres:gpu:1", (rule, info[job])
+            else:
+                assert "gpu" not in gpus, (rule, info[job])
+    # the sbatch calls asked for the GPU (`--gpus=1`), and the default workflow profile's
+    # one-GPU cap did not hold the second training job back until the first ended
+    sbatch = [line for line in output.splitlines() if "sbatch call:" in line]
+    train_calls = [c for c in sbatch if "--comment rule_train_" in c]
+    assert len(train_calls) == 2 and all("--gpus=1" in c for c in train_calls), sbatch
+    assert "Provided resources: gpu=1" not in output
+    first, second = sorted(jobs["train"], key=int)
+    assert info[second]["SubmitTime"] < info[first]["EndTime"], (info[first], info[second])
+
+    # the same numbers as the local run
+    for seed in config["seeds"]:
+        rel = f"results/triangle/runs/eqgat/seed{seed}/metrics.json"
+        assert (remote / rel).read_bytes() == (local / rel).read_bytes(), rel
+    rel = "results/summary/results.csv"
+    assert (remote / rel).read_bytes() == (local / rel).read_bytes()
+
+
+@pytest.mark.slow
+def test_dask_slurm_cluster_builds_the_serial_shards(slurm, tmp_path):
+    pytest.importorskip("dask_jobqueue", reason="pip install dask-jobqueue")
+    from preprocess.build import build_triangle_shards
+    from preprocess.cluster import dask_client
+    from preprocess.triangle import generate_triangle_clouds, write_raw
+
+    raw = tmp_path / "raw.h5"
+    write_raw(raw, generate_triangle_clouds(60, seed=5, num_points=20, radius=6.0, min_dist=1.0))
+    serial = build_triangle_shards(raw, tmp_path / "serial", cutoff=4.0, shard_size=8,
+                                   workers=1, progress=False)
+    options = {"queue": slurm.partition, "account": slurm.account, "cores": 2, "memory": "1GB",
+               "walltime": "00:10:00", "jobs": 1, "log_directory": str(tmp_path / "dask-logs"),
+               "wait_timeout": 120}
+    with dask_client(slurm=options) as client:
+        # the workers run inside a SLURM job of our cluster
+        job_ids = set(client.run(lambda: os.environ.get("SLURM_JOB_ID")).values())
+        assert len(job_ids) == 1 and None not in job_ids
+        (job_id,) = job_ids
+        assert slurm.job_info(job_id)["Partition"] == slurm.partition
+        dist = build_triangle_shards(raw, tmp_path / "dask", cutoff=4.0, shard_size=8,
+                                     scheduler=client.scheduler.address, progress=False)
+    assert dist["splits"] == serial["splits"]
+    shards = sorted(p.relative_to(tmp_path / "serial") for p in (tmp_path / "serial").rglob("*.h5"))
+    assert len(shards) == sum(len(s["shards"]) for s in serial["splits"].values()) > 3
+    for rel in shards:  # shards are written without timestamps: byte-identical
+        assert (tmp_path / "dask" / rel).read_bytes() == (tmp_path / "serial" / rel).read_bytes(), rel
