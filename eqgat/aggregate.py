@@ -126,8 +126,9 @@ def plot_learning_curves(log_files: dict[tuple[str, str, int], str | Path], path
             rows = list(csv.DictReader(fh))
         epochs = [int(r["epoch"]) for r in rows]
         colour = colours.setdefault(model, f"C{len(colours) % 10}")
-        ax.plot(epochs, [float(r["val_loss"]) for r in rows], color=colour, label=f"{model} seed {seed} (val)")
-        ax.plot(epochs, [float(r["train_loss"]) for r in rows], color=colour, linestyle=":", alpha=0.7)
+        marker = "osD^v<>p*h"[seed % 10]  # one colour per model, one marker per seed
+        ax.plot(epochs, [float(r["val_loss"]) for r in rows], color=colour, marker=marker, markersize=4, label=f"{model} seed {seed} (val)")
+        ax.plot(epochs, [float(r["train_loss"]) for r in rows], color=colour, marker=marker, markersize=3, linestyle=":", alpha=0.6)
         ax.set_title(f"{task}: loss per epoch (dotted: train)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"{get_task(task).loss_name} loss")

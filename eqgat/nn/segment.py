@@ -60,7 +60,12 @@ class Adjacency:
         tail = x.shape[1:]
         if self.num_edges == 0 or self.num_nodes == 0:
             return x.new_zeros((self.num_nodes,) + tuple(tail))
-        out = self.matrix(x.dtype) @ x.reshape(self.num_edges, -1)
+        dense = x.reshape(self.num_edges, -1)
+        if dense.dtype in (torch.float16, torch.bfloat16):
+            # mixed precision: accumulate in float32 (and avoid half-precision sparse kernels)
+            out = (self.matrix(torch.float32) @ dense.float()).to(x.dtype)
+        else:
+            out = self.matrix(x.dtype) @ dense
         return out.reshape((self.num_nodes,) + tuple(tail))
 
 
