@@ -16,7 +16,7 @@ import pytest
 
 from atom3d_fixtures import make_dataset
 from preprocess.download import ARCHIVES
-from workflow_helpers import TINY_CONFIG, copy_repo, snakemake, write_config
+from workflow_helpers import TINY_CONFIG, copy_repo, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 TASKS = ("lba", "psr", "rsr", "res", "ppi")
@@ -88,6 +88,14 @@ def test_every_task_from_download_to_table(mirror, tmp_path):
     assert (workdir / "resources/archives/PSR-split-by-year.tar.gz").exists()
     metrics_json = json.loads((workdir / "results/res/runs/eqgat/seed0/metrics.json").read_text())
     assert 0.0 <= metrics_json["test"]["accuracy"] <= 1.0
+
+    # nothing left to do; an edit to the readers rebuilds every task's graphs, downloads nothing
+    assert planned_jobs(workdir, configfile) == {}
+    reader = workdir / "preprocess" / "readers" / "lmdb_records.py"
+    reader.write_text(reader.read_text() + "\n# an edit to the record reader\n")
+    jobs = planned_jobs(workdir, configfile)
+    assert jobs["build_graphs"] == len(TASKS) and jobs["train"] == len(TASKS)
+    assert not any(rule.startswith("download") for rule in jobs)
 
 
 def test_strict_mode_names_the_bad_record(mirror, tmp_path):

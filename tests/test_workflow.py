@@ -105,3 +105,14 @@ def test_config_errors_are_reported_when_parsing(finished, edit, message):
     proc = snakemake(workdir, "all", "-n", "--cores", "1", "--configfile", str(bad), check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+
+
+def test_reader_code_change_does_not_rebuild_triangle_graphs(finished):
+    workdir, configfile = finished
+    reader = workdir / "preprocess" / "readers" / "psr.py"
+    original = reader.read_text()
+    try:
+        reader.write_text(original + "\n# an edit to an ATOM3D reader\n")
+        assert planned_jobs(workdir, configfile) == {}
+    finally:
+        reader.write_text(original)

@@ -25,6 +25,8 @@ LOGS = config["logs_dir"]
 CODE = {
     "generate": ["preprocess/triangle.py"],
     "graphs": ["preprocess/neighbors.py", "preprocess/shards.py", "preprocess/build.py"],
+    "graphs_atom3d": ["preprocess/neighbors.py", "preprocess/shards.py", "preprocess/build.py",
+                      "preprocess/atom3d_shards.py", "preprocess/readers", "preprocess/elements.py"],
     "train": ["eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks.py", "eqgat/configs.py"],
     "evaluate": ["eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks.py", "eqgat/metrics.py"],
     "aggregate": ["eqgat/aggregate.py", "eqgat/paper.py", "eqgat/tasks.py", "eqgat/metrics.py"],

@@ -17,7 +17,7 @@ rule build_graphs:
         max_neighbors=lambda wc: max_neighbors_arg(task_config(wc.task)["graph"]),
         shard_size=config["preprocess"]["shard_size"],
         scheduler=scheduler_arg(),
-        code=code_version("graphs"),
+        code=lambda wc: code_version("graphs" if wc.task == "triangle" else "graphs_atom3d"),
     shell:
         "python -m preprocess build-graphs --task {wildcards.task} {params.source} --out {output:q}"
         " --cutoff {params.graph[cutoff]} {params.max_neighbors} --shard-size {params.shard_size}"
