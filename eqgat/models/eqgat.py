@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..nn import EQGATConv, EquivariantNorm, GatedEquivariantUpdate, RadialEmbedding, Readout, safe_norm
+from ..nn import EQGATConv, EquivariantNorm, GatedEquivariantUpdate, RadialEmbedding, Readout
+from ..nn.geometry import batch_vector, edge_geometry
 
 __all__ = ["EQGAT", "EQGATBlock"]
 
@@ -129,12 +130,8 @@ class EQGAT(nn.Module):
 
     def edge_geometry(self, pos: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Distances d [E], unit vectors r [E, 3] (from centre i to neighbour j) and radial
-        features [E, K].  ``d = sqrt(max(|p_j - p_i|^2, eps))``, so coincident atoms give
-        ``d = sqrt(eps)``, ``r = 0`` and finite gradients."""
-        j, i = edge_index[0], edge_index[1]
-        diff = pos[j] - pos[i]
-        d = safe_norm(diff, dim=-1, eps=self.eps)
-        r = diff / d.unsqueeze(-1)
+        features [E, K] (see :func:`eqgat.nn.geometry.edge_geometry`)."""
+        d, r = edge_geometry(pos, edge_index, self.eps)
         return d, r, self.radial(d)
 
     def encode(self, data) -> tuple[Tensor, Tensor]:
@@ -148,17 +145,7 @@ class EQGAT(nn.Module):
             s, v = layer(s, v, edge_index, r, edge_attr)
         return s, v
 
-    @staticmethod
-    def _batch_vector(data, num_nodes: int, device) -> tuple[Tensor, int]:
-        batch = getattr(data, "batch", None)
-        if batch is None:
-            return torch.zeros(num_nodes, dtype=torch.long, device=device), 1
-        num_graphs = getattr(data, "num_graphs", None)
-        if num_graphs is None:
-            num_graphs = int(batch.max()) + 1 if batch.numel() > 0 else 0
-        return batch, int(num_graphs)
-
     def forward(self, data) -> Tensor:
         s, v = self.encode(data)
-        batch, num_graphs = self._batch_vector(data, s.shape[0], s.device)
+        batch, num_graphs = batch_vector(data, s.shape[0], s.device)
         return self.readout(s, v, batch, num_graphs, data)

@@ -49,7 +49,8 @@ from torch_geometric.utils import scatter
 
 from ..nn.radial import BesselBasis, safe_norm
 from ..nn.readout import Readout
-from .schnet import CosineCutoff, batch_vector, check_common, check_hparams, edge_geometry
+from ..nn.geometry import batch_vector, edge_geometry
+from .schnet import CosineCutoff, check_common, check_hparams
 
 __all__ = ["PaiNN", "PaiNNMessage", "PaiNNUpdate", "build_painn"]
 

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn.models.schnet import GaussianSmearing, InteractionBlock
 
-from ..nn.radial import safe_norm
+from ..nn.geometry import batch_vector, edge_geometry
 from ..nn.readout import READOUTS, MLPHead, pool
 
 __all__ = [
@@ -41,10 +41,8 @@ __all__ = [
     "CosineCutoff",
     "ScalarReadout",
     "SchNet",
-    "batch_vector",
     "build_schnet",
     "check_hparams",
-    "edge_geometry",
 ]
 
 #: Keys every baseline builder accepts (a model ignores those it does not use).
@@ -96,25 +94,6 @@ class CosineCutoff(nn.Module):
 
     def extra_repr(self) -> str:
         return f"cutoff={self.cutoff}"
-
-
-def edge_geometry(pos: Tensor, edge_index: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """Distances ``d`` [E] and unit vectors ``r = (p_j - p_i) / d`` [E, 3] (j = row 0,
-    i = row 1), with ``d = sqrt(max(|p_j - p_i|^2, eps))``: coincident atoms give
-    ``r = 0`` and finite gradients."""
-    diff = pos[edge_index[0]] - pos[edge_index[1]]
-    d = safe_norm(diff, dim=-1, eps=eps)
-    return d, diff / d.unsqueeze(-1)
-
-
-def batch_vector(data, num_nodes: int, device) -> tuple[Tensor, int]:
-    batch = getattr(data, "batch", None)
-    if batch is None:
-        return torch.zeros(num_nodes, dtype=torch.long, device=device), 1
-    num_graphs = getattr(data, "num_graphs", None)
-    if num_graphs is None:
-        num_graphs = int(batch.max()) + 1 if batch.numel() > 0 else 0
-    return batch, int(num_graphs)
 
 
 class ScalarReadout(nn.Module):

@@ -53,7 +53,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without e3nn
     raise ImportError("the SEGNN baseline needs e3nn: pip install e3nn") from exc
 
 from ..nn.radial import RadialEmbedding
-from .schnet import ScalarReadout, batch_vector, check_common, check_hparams, edge_geometry
+from ..nn.geometry import batch_vector, edge_geometry
+from .schnet import ScalarReadout, check_common, check_hparams
 
 __all__ = [
     "SEGNN",
