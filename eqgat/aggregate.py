@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from eqgat.configs import paper_param_count
-from eqgat.io import atomic_path, write_text_atomic
+from preprocess.atomic import atomic_path, write_text_atomic
 from eqgat.paper import MODEL_LABELS, PAPER_RESULTS, paper_value
 from eqgat.tasks import get_task
 

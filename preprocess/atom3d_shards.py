@@ -9,7 +9,6 @@ are counted per split in ``skip_report.json`` beside the manifest.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +19,8 @@ from .readers import Sample, reader
 from .readers.lmdb_records import iter_records, num_records
 from .readers.ranking import parse_id
 from .readers.report import SkipReport
-from .shards import GraphBlock, atomic_write_bytes
+from .atomic import write_json_atomic
+from .shards import GraphBlock
 
 SPLITS = ("train", "val", "test")
 CLASSIFICATION = {"res", "ppi"}
@@ -163,7 +163,7 @@ def write_skip_report(out_dir: Path, manifest: dict) -> dict:
                 total = total + SkipReport.from_dict(shard["skipped"])
         per_split[split] = total
     summary = {split: {"num_graphs": manifest["splits"][split]["num_graphs"], **r.to_dict()} for split, r in per_split.items()}
-    atomic_write_bytes(out_dir / "skip_report.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
+    write_json_atomic(out_dir / "skip_report.json", summary)
     return summary
 
 

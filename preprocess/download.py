@@ -43,6 +43,8 @@ import zlib
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from .atomic import fsync_dir, write_json_atomic
+
 log = logging.getLogger("preprocess.download")
 
 DEFAULT_BASE_URL = "https://zenodo.org/record"
@@ -458,7 +460,7 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
                 raise ChecksumError(url, check[0], check[1], actual)
         _fsync_file(part)
         os.replace(part, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
         log.info("downloaded %s -> %s (%d bytes%s)", url, dest, size,
                  f", {check[0]} verified" if check else "")
         return dest
@@ -591,17 +593,6 @@ def _fsync_file(path: Path) -> None:
         finally:
             os.close(fd)
     except OSError:  # pragma: no cover - best effort
-        pass
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - not possible on every platform/filesystem
         pass
 
 
@@ -866,7 +857,7 @@ def _move_into_place(archive: Path, tmp: Path, target_dir: Path, entries: list[s
     if not target_dir.exists() and not target_dir.is_symlink():
         (tmp / marker_name).write_text(json.dumps(marker, indent=1) + "\n")
         os.rename(tmp, target_dir)  # one atomic rename: target_dir appears complete or not at all
-        _fsync_dir(target_dir.parent)
+        fsync_dir(target_dir.parent)
         return
     if not target_dir.is_dir():
         raise ExtractError(archive, f"{target_dir} exists and is not a folder")
@@ -881,10 +872,7 @@ def _move_into_place(archive: Path, tmp: Path, target_dir: Path, entries: list[s
             os.rename(target_dir / c, trash / c)
         for e in entries:
             os.rename(tmp / e, target_dir / e)
-        tmp_marker = target_dir / (marker_name + ".tmp")
-        tmp_marker.write_text(json.dumps(marker, indent=1) + "\n")
-        os.replace(tmp_marker, target_dir / marker_name)
-        _fsync_dir(target_dir)
+        write_json_atomic(target_dir / marker_name, marker, indent=1, sort_keys=False)
     finally:
         shutil.rmtree(trash, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -26,12 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from .atomic import atomic_path, atomic_write_bytes
 
 __all__ = [
     "FORMAT_VERSION",
@@ -212,59 +213,6 @@ class GraphBlock:
 # --------------------------------------------------------------------------------------
 # Atomic writing
 # --------------------------------------------------------------------------------------
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-class _AtomicPath:
-    """Context manager yielding a temp path next to ``path``; replaces ``path`` on success."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-
-    def __enter__(self) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                        dir=self.path.parent)
-        os.close(fd)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            try:
-                with open(self.tmp, "rb") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(self.tmp, self.path)
-                _fsync_dir(self.path.parent)
-                return False
-            except BaseException:
-                self._cleanup()
-                raise
-        self._cleanup()
-        return False
-
-    def _cleanup(self):
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    with _AtomicPath(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-
-
 def write_shard(path, block: GraphBlock, attrs: Mapping, compression: str | None = None,
                 compression_opts=None) -> None:
     """Write ``block`` as one shard file at ``path``, atomically.
@@ -307,7 +255,7 @@ def write_shard(path, block: GraphBlock, attrs: Mapping, compression: str | None
         else:
             f.create_dataset(name, data=data, dtype=dtype, **kw)
 
-    with _AtomicPath(path) as tmp:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=False) as f:
             dset(f, "node_ptr", block.node_ptr)
             dset(f, "edge_ptr", block.edge_ptr)

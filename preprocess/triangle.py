@@ -23,12 +23,11 @@ from the float32 positions that are stored, so they are exactly reproducible fro
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 
 import numba
 import numpy as np
+
+from .atomic import atomic_path
 
 __all__ = [
     "SPLIT_NAMES",
@@ -231,13 +230,9 @@ def write_raw(path, data: dict, attrs: dict | None = None) -> None:
     """
     import h5py
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     all_attrs = dict(data.get("attrs", {}))
     all_attrs.update(attrs or {})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             for name, dtype in (("pos", np.float32), ("z", np.int8), ("y", np.float32),
                                 ("special", np.int64), ("split", np.int8)):
@@ -246,15 +241,6 @@ def write_raw(path, data: dict, attrs: dict | None = None) -> None:
                                      track_times=False)
             for key, value in all_attrs.items():
                 f.attrs[key] = value
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def read_raw_attrs(path) -> dict:

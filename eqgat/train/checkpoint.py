@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from eqgat.io import atomic_path
+from preprocess.atomic import atomic_path
 
 
 def fingerprint(*parts: Any) -> str:

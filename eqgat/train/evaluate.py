@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from eqgat.io import write_json_atomic, write_text_atomic
+from preprocess.atomic import write_json_atomic, write_text_atomic
 from eqgat.models import build_model
 from eqgat.tasks import Task
 from eqgat.train.checkpoint import load_checkpoint

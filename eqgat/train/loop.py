@@ -18,7 +18,7 @@ from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
 from eqgat.device import autocast, mixed_precision_available
-from eqgat.io import write_json_atomic, write_text_atomic
+from preprocess.atomic import write_json_atomic, write_text_atomic
 from eqgat.tasks import Task
 from eqgat.train.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 
