@@ -57,6 +57,31 @@ def test_registered():
     assert {"schnet", "painn", "segnn", "eqgat"} <= set(MODELS)
 
 
+ALL_NAMES = ["eqgat", "eqgat_nocross", "eqgat_noatt", *NAMES]
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_hparams_rebuild_the_same_model(name):
+    """`model.hparams` holds every constructor argument (defaults and derived values included),
+    so `build_model(name, **hparams)` with the same seed gives the same parameters and outputs."""
+    torch.manual_seed(3)
+    first = build_model(name, **SMALL).double().eval()
+    torch.manual_seed(3)
+    again = build_model(name, **first.hparams).double().eval()
+    assert first.hparams == again.hparams and first.hparams["cutoff"] == SMALL["cutoff"]
+    assert "self" not in first.hparams and "__class__" not in first.hparams
+    for (k1, a), (k2, b) in zip(first.state_dict().items(), again.state_dict().items()):
+        assert k1 == k2 and torch.equal(a, b)
+    data = _graphs()[0]
+    torch.testing.assert_close(first(data), again(data), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["eqgat", "eqgat_nocross"])
+def test_eqgat_rejects_unknown_hparams_by_name(name):
+    with pytest.raises(ValueError, match=r"unknown hyper-parameter\(s\) for EQGAT: bogus; accepted: .*cross_product"):
+        build_model(name, bogus=1)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_unknown_hparam_rejected_common_accepted(name):
     with pytest.raises(ValueError, match="unknown hyper-parameter.*bogus"):

@@ -11,11 +11,12 @@ from typing import Callable
 
 from torch import nn
 
+from .base import GraphModel
 from .eqgat import EQGAT, EQGATBlock
-from .painn import PaiNN, build_painn
-from .schnet import SchNet, build_schnet
+from .painn import PaiNN
+from .schnet import SchNet
 
-__all__ = ["EQGAT", "EQGATBlock", "MODELS", "PaiNN", "SchNet", "build_model", "register_model"]
+__all__ = ["EQGAT", "EQGATBlock", "GraphModel", "MODELS", "PaiNN", "SchNet", "build_model", "register_model"]
 
 
 def _ablation(flag: str) -> Callable[..., nn.Module]:
@@ -23,14 +24,14 @@ def _ablation(flag: str) -> Callable[..., nn.Module]:
         if hparams.get(flag, False):
             raise ValueError(f"this ablation sets {flag}=False; got {flag}={hparams[flag]!r}")
         hparams[flag] = False
-        return EQGAT(**hparams)
+        return EQGAT.from_hparams(**hparams)
 
     build.__doc__ = f"EQGAT with {flag}=False (paper Table 4)."
     return build
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    "eqgat": EQGAT,
+    "eqgat": EQGAT.from_hparams,
     "eqgat_nocross": _ablation("cross_product"),
     "eqgat_noatt": _ablation("feature_attention"),
 }
@@ -38,13 +39,13 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 def _build_segnn(**hparams) -> nn.Module:
     """SEGNN baseline; e3nn is imported only when this model is built."""
-    from .segnn import build_segnn
+    from .segnn import SEGNN
 
-    return build_segnn(**hparams)
+    return SEGNN.from_hparams(**hparams)
 
 
 # baselines (docs/baselines.md)
-MODELS.update(schnet=build_schnet, painn=build_painn, segnn=_build_segnn)
+MODELS.update(schnet=SchNet.from_hparams, painn=PaiNN.from_hparams, segnn=_build_segnn)
 
 
 def register_model(name: str, builder: Callable[..., nn.Module]) -> None:

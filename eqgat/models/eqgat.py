@@ -22,7 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import EQGATConv, EquivariantNorm, GatedEquivariantUpdate, RadialEmbedding, Readout
-from ..nn.geometry import batch_vector, edge_geometry
+from ..nn.geometry import edge_geometry
+from .base import GraphModel, check_common
 
 __all__ = ["EQGAT", "EQGATBlock"]
 
@@ -65,7 +66,7 @@ class EQGATBlock(nn.Module):
         return s, v
 
 
-class EQGAT(nn.Module):
+class EQGAT(GraphModel):
     def __init__(
         self,
         num_elements: int = 9,
@@ -83,23 +84,8 @@ class EQGAT(nn.Module):
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
-        if num_layers < 1:
-            raise ValueError("num_layers must be >= 1")
-        self.hparams = dict(
-            num_elements=num_elements,
-            hidden_scalars=hidden_scalars,
-            hidden_vectors=hidden_vectors,
-            num_layers=num_layers,
-            num_radial=num_radial,
-            cutoff=cutoff,
-            out_dim=out_dim,
-            vector_aggr=vector_aggr,
-            readout=readout,
-            cross_product=cross_product,
-            feature_attention=feature_attention,
-            norm=norm,
-            eps=eps,
-        )
+        self.record_hparams(locals())
+        check_common(num_layers, readout, vector_aggr)
         self.hidden_scalars = hidden_scalars
         self.hidden_vectors = hidden_vectors
         self.cutoff = float(cutoff)
@@ -137,15 +123,9 @@ class EQGAT(nn.Module):
     def encode(self, data) -> tuple[Tensor, Tensor]:
         z, pos, edge_index = data.z, data.pos, data.edge_index
         s = self.embedding(z)
-        if pos.dtype != s.dtype:
-            raise TypeError(f"pos has dtype {pos.dtype} but the model's parameters are {s.dtype}")
+        self.check_dtype(pos, s)
         v = s.new_zeros(s.shape[0], 3, self.hidden_vectors)
         _, r, edge_attr = self.edge_geometry(pos, edge_index)
         for layer in self.layers:
             s, v = layer(s, v, edge_index, r, edge_attr)
         return s, v
-
-    def forward(self, data) -> Tensor:
-        s, v = self.encode(data)
-        batch, num_graphs = batch_vector(data, s.shape[0], s.device)
-        return self.readout(s, v, batch, num_graphs, data)

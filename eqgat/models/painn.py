@@ -47,12 +47,12 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
-from ..nn.radial import BesselBasis, safe_norm
+from ..nn.geometry import edge_geometry
+from ..nn.radial import BesselBasis, CosineCutoff, safe_norm
 from ..nn.readout import Readout
-from ..nn.geometry import batch_vector, edge_geometry
-from .schnet import CosineCutoff, check_common, check_hparams
+from .base import GraphModel, check_common
 
-__all__ = ["PaiNN", "PaiNNMessage", "PaiNNUpdate", "build_painn"]
+__all__ = ["PaiNN", "PaiNNMessage", "PaiNNUpdate"]
 
 
 def _aggr(x: Tensor, index: Tensor, num_nodes: int, aggr: str) -> Tensor:
@@ -102,7 +102,7 @@ class PaiNNUpdate(nn.Module):
         return ds, dv
 
 
-class PaiNN(nn.Module):
+class PaiNN(GraphModel):
     def __init__(
         self,
         num_elements: int = 9,
@@ -117,19 +117,8 @@ class PaiNN(nn.Module):
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
+        self.record_hparams(locals())
         check_common(num_layers, readout, vector_aggr)
-        self.hparams = dict(
-            num_elements=num_elements,
-            hidden_scalars=hidden_scalars,
-            hidden_vectors=hidden_vectors,
-            num_layers=num_layers,
-            num_radial=num_radial,
-            cutoff=cutoff,
-            out_dim=out_dim,
-            readout=readout,
-            vector_aggr=vector_aggr,
-            eps=eps,
-        )
         self.hidden_vectors = hidden_vectors
         self.eps = float(eps)
         self.embedding = nn.Embedding(num_elements, hidden_scalars)
@@ -144,8 +133,7 @@ class PaiNN(nn.Module):
     def encode(self, data) -> tuple[Tensor, Tensor]:
         """``s`` [N, Fs] (invariant) and ``v`` [N, 3, Fv] (rotates with the input)."""
         s = self.embedding(data.z)
-        if data.pos.dtype != s.dtype:
-            raise TypeError(f"pos has dtype {data.pos.dtype} but the model's parameters are {s.dtype}")
+        self.check_dtype(data.pos, s)
         v = s.new_zeros(s.shape[0], 3, self.hidden_vectors)
         d, r = edge_geometry(data.pos, data.edge_index, self.eps)
         rbf, fcut = self.rbf(d), self.fcut(d)
@@ -155,14 +143,3 @@ class PaiNN(nn.Module):
             ds, dv = update(s, v)
             s, v = s + ds, v + dv
         return s, v
-
-    def forward(self, data) -> Tensor:
-        s, v = self.encode(data)
-        batch, num_graphs = batch_vector(data, s.shape[0], s.device)
-        return self.readout(s, v, batch, num_graphs, data)
-
-
-def build_painn(**hparams) -> PaiNN:
-    """Registry builder: checks the keys, then ``PaiNN(**hparams)``."""
-    check_hparams("painn", hparams)
-    return PaiNN(**hparams)

@@ -19,105 +19,22 @@ builds its own radius graph (needs torch-cluster) and has its own readout.  This
 
 Hidden width = number of filters = ``hidden_scalars``; ``hidden_vectors`` and ``vector_aggr``
 are accepted and ignored (SchNet has no vector features; CFConv always sums).
-
-This module also holds the helpers shared by the baselines (hyper-parameter checking, scalar
-readout, cosine cutoff, edge geometry).
 """
 
 from __future__ import annotations
-
-import math
-from typing import Iterable
 
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn.models.schnet import GaussianSmearing, InteractionBlock
 
-from ..nn.geometry import batch_vector, edge_geometry
-from ..nn.readout import READOUTS, MLPHead, pool
+from ..nn.geometry import edge_geometry
+from ..nn.readout import ScalarReadout
+from .base import GraphModel, check_common
 
-__all__ = [
-    "COMMON_HPARAMS",
-    "CosineCutoff",
-    "ScalarReadout",
-    "SchNet",
-    "build_schnet",
-    "check_hparams",
-]
-
-#: Keys every baseline builder accepts (a model ignores those it does not use).
-COMMON_HPARAMS = (
-    "num_elements",
-    "hidden_scalars",
-    "hidden_vectors",
-    "num_layers",
-    "num_radial",
-    "cutoff",
-    "out_dim",
-    "readout",
-    "vector_aggr",
-    "eps",
-)
+__all__ = ["SchNet"]
 
 
-def check_hparams(model: str, hparams: dict, extra: Iterable[str] = ()) -> None:
-    """Raise ``ValueError`` naming the offending keys if ``hparams`` has keys outside
-    :data:`COMMON_HPARAMS` + ``extra``."""
-    allowed = set(COMMON_HPARAMS) | set(extra)
-    unknown = sorted(set(hparams) - allowed)
-    if unknown:
-        raise ValueError(
-            f"unknown hyper-parameter(s) for model {model!r}: {', '.join(unknown)}; "
-            f"accepted: {', '.join(sorted(allowed))}"
-        )
-
-
-def check_common(num_layers: int, readout: str, vector_aggr: str) -> None:
-    if num_layers < 1:
-        raise ValueError("num_layers must be >= 1")
-    if readout not in READOUTS:
-        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
-    if vector_aggr not in ("mean", "sum"):
-        raise ValueError(f"vector_aggr must be 'mean' or 'sum', got {vector_aggr!r}")
-
-
-class CosineCutoff(nn.Module):
-    """``f(d) = 0.5 (cos(pi d / c) + 1)`` for ``d < c``, else 0 (Behler; SchNet / PaiNN)."""
-
-    def __init__(self, cutoff: float) -> None:
-        super().__init__()
-        self.cutoff = float(cutoff)
-
-    def forward(self, d: Tensor) -> Tensor:
-        x = torch.clamp(d, max=self.cutoff)  # cos(pi) = -1 -> exactly 0 at and beyond c
-        return 0.5 * (torch.cos(x * (math.pi / self.cutoff)) + 1.0)
-
-    def extra_repr(self) -> str:
-        return f"cutoff={self.cutoff}"
-
-
-class ScalarReadout(nn.Module):
-    """Readout of invariant node features ``x`` [N, F] with the same modes and heads as
-    :class:`eqgat.nn.Readout`: optional per-node ``Linear(F, F)``, then graph mean pooling /
-    the node ``center_index`` / the pair ``center_index0, center_index1``, then
-    ``Linear(F or 2F, F) -> SiLU -> Linear(F, out_dim)``."""
-
-    def __init__(self, hidden: int, out_dim: int, mode: str = "graph", project: bool = True) -> None:
-        super().__init__()
-        if mode not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {mode!r}")
-        self.mode = mode
-        self.project = nn.Linear(hidden, hidden) if project else nn.Identity()
-        self.head = MLPHead(2 * hidden if mode == "pair" else hidden, hidden, out_dim)
-
-    def forward(self, x: Tensor, batch: Tensor, num_graphs: int, data=None) -> Tensor:
-        return self.head(pool(self.project(x), self.mode, batch, num_graphs, data))
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"
-
-
-class SchNet(nn.Module):
+class SchNet(GraphModel):
     def __init__(
         self,
         num_elements: int = 9,
@@ -132,19 +49,8 @@ class SchNet(nn.Module):
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
+        self.record_hparams(locals())
         check_common(num_layers, readout, vector_aggr)
-        self.hparams = dict(
-            num_elements=num_elements,
-            hidden_scalars=hidden_scalars,
-            hidden_vectors=hidden_vectors,
-            num_layers=num_layers,
-            num_radial=num_radial,
-            cutoff=cutoff,
-            out_dim=out_dim,
-            readout=readout,
-            vector_aggr=vector_aggr,
-            eps=eps,
-        )
         self.cutoff = float(cutoff)
         self.eps = float(eps)
         self.embedding = nn.Embedding(num_elements, hidden_scalars)
@@ -158,22 +64,10 @@ class SchNet(nn.Module):
         """Node features [N, Fs] after the last interaction (invariant)."""
         h = self.embedding(data.z)
         pos = data.pos
-        if pos.dtype != h.dtype:
-            raise TypeError(f"pos has dtype {pos.dtype} but the model's parameters are {h.dtype}")
+        self.check_dtype(pos, h)
         d, _ = edge_geometry(pos, data.edge_index, self.eps)
         rbf = self.rbf(d)
         d_cut = torch.clamp(d, max=self.cutoff)  # PyG's cosine cutoff is 0 at d = cutoff
         for block in self.interactions:
             h = h + block(h, data.edge_index, d_cut, rbf)
         return h
-
-    def forward(self, data) -> Tensor:
-        h = self.encode(data)
-        batch, num_graphs = batch_vector(data, h.shape[0], h.device)
-        return self.readout(h, batch, num_graphs, data)
-
-
-def build_schnet(**hparams) -> SchNet:
-    """Registry builder: checks the keys, then ``SchNet(**hparams)``."""
-    check_hparams("schnet", hparams)
-    return SchNet(**hparams)

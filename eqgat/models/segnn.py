@@ -52,16 +52,16 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without e3nn
     raise ImportError("the SEGNN baseline needs e3nn: pip install e3nn") from exc
 
+from ..nn.geometry import edge_geometry
 from ..nn.radial import RadialEmbedding
-from ..nn.geometry import batch_vector, edge_geometry
-from .schnet import ScalarReadout, check_common, check_hparams
+from ..nn.readout import ScalarReadout
+from .base import GraphModel, check_common
 
 __all__ = [
     "SEGNN",
     "SEGNNLayer",
     "SteerableGated",
     "SteerableLinear",
-    "build_segnn",
     "concat_irreps",
     "grouped_irreps",
     "hidden_irreps",
@@ -182,7 +182,7 @@ class SEGNNLayer(nn.Module):
         return h + self.update2(u, node_attr)
 
 
-class SEGNN(nn.Module):
+class SEGNN(GraphModel):
     def __init__(
         self,
         num_elements: int = 9,
@@ -198,22 +198,10 @@ class SEGNN(nn.Module):
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
-        check_common(num_layers, readout, vector_aggr)
         if hidden_tensors is None:
             hidden_tensors = hidden_vectors // 2
-        self.hparams = dict(
-            num_elements=num_elements,
-            hidden_scalars=hidden_scalars,
-            hidden_vectors=hidden_vectors,
-            hidden_tensors=hidden_tensors,
-            num_layers=num_layers,
-            num_radial=num_radial,
-            cutoff=cutoff,
-            out_dim=out_dim,
-            readout=readout,
-            vector_aggr=vector_aggr,
-            eps=eps,
-        )
+        self.record_hparams(locals())
+        check_common(num_layers, readout, vector_aggr)
         self.num_elements = num_elements
         self.eps = float(eps)
         self.irreps_hidden = hidden_irreps(hidden_scalars, hidden_vectors, hidden_tensors)
@@ -241,18 +229,12 @@ class SEGNN(nn.Module):
         """Invariant node features [N, Fs] (after the pre-pooling layers)."""
         pos, edge_index = data.pos, data.edge_index
         dtype = self.pre_pool2.bias.dtype
-        if pos.dtype != dtype:
-            raise TypeError(f"pos has dtype {pos.dtype} but the model's parameters are {dtype}")
+        self.check_dtype(pos, self.pre_pool2.bias)
         edge_attr, node_attr, radial = self.attributes(pos, edge_index)
         h = self.embedding(F.one_hot(data.z, self.num_elements).to(dtype), node_attr)
         for layer in self.layers:
             h = layer(h, edge_index, edge_attr, node_attr, radial)
         return self.pre_pool2(self.pre_pool1(h, node_attr), node_attr)
-
-    def forward(self, data) -> Tensor:
-        x = self.encode(data)
-        batch, num_graphs = batch_vector(data, x.shape[0], x.device)
-        return self.readout(x, batch, num_graphs, data)
 
 
 #: Per-task overrides of ``PAPER_CONFIGS[task]`` applied by :func:`segnn_config`
@@ -265,9 +247,3 @@ def segnn_config(task: str) -> dict:
     from ..configs import model_config
 
     return model_config("segnn", task)
-
-
-def build_segnn(**hparams) -> SEGNN:
-    """Registry builder: checks the keys, then ``SEGNN(**hparams)``."""
-    check_hparams("segnn", hparams, extra=("hidden_tensors",))
-    return SEGNN(**hparams)

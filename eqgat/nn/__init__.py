@@ -2,12 +2,13 @@
 
 from .conv import EQGATConv, feature_softmax
 from .norm import EquivariantNorm
-from .radial import BesselBasis, PolynomialEnvelope, RadialEmbedding, safe_norm
-from .readout import READOUTS, InvariantProjection, MLPHead, Readout, global_mean_pool
+from .radial import BesselBasis, CosineCutoff, PolynomialEnvelope, RadialEmbedding, safe_norm
+from .readout import READOUTS, InvariantProjection, MLPHead, Readout, ScalarReadout, global_mean_pool
 from .update import GatedEquivariantUpdate
 
 __all__ = [
     "BesselBasis",
+    "CosineCutoff",
     "EQGATConv",
     "EquivariantNorm",
     "GatedEquivariantUpdate",
@@ -17,6 +18,7 @@ __all__ = [
     "RadialEmbedding",
     "READOUTS",
     "Readout",
+    "ScalarReadout",
     "feature_softmax",
     "global_mean_pool",
     "safe_norm",

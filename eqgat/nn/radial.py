@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BesselBasis", "PolynomialEnvelope", "RadialEmbedding", "safe_norm"]
+__all__ = ["BesselBasis", "CosineCutoff", "PolynomialEnvelope", "RadialEmbedding", "safe_norm"]
 
 
 def safe_norm(x: Tensor, dim: int, eps: float, keepdim: bool = False) -> Tensor:
@@ -96,3 +96,18 @@ class RadialEmbedding(nn.Module):
 
     def forward(self, d: Tensor) -> Tensor:
         return self.envelope(d).unsqueeze(-1) * self.basis(d)
+
+
+class CosineCutoff(nn.Module):
+    """``f(d) = 0.5 (cos(pi d / c) + 1)`` for ``d < c``, else 0 (Behler; SchNet / PaiNN)."""
+
+    def __init__(self, cutoff: float) -> None:
+        super().__init__()
+        self.cutoff = float(cutoff)
+
+    def forward(self, d: Tensor) -> Tensor:
+        x = torch.clamp(d, max=self.cutoff)  # cos(pi) = -1 -> exactly 0 at and beyond c
+        return 0.5 * (torch.cos(x * (math.pi / self.cutoff)) + 1.0)
+
+    def extra_repr(self) -> str:
+        return f"cutoff={self.cutoff}"

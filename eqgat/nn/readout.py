@@ -34,7 +34,7 @@ from torch_geometric.utils import scatter
 
 from .radial import safe_norm
 
-__all__ = ["InvariantProjection", "MLPHead", "global_mean_pool", "Readout", "READOUTS"]
+__all__ = ["InvariantProjection", "MLPHead", "global_mean_pool", "Readout", "READOUTS", "ScalarReadout", "pool"]
 
 READOUTS = ("graph", "node", "pair")
 
@@ -115,6 +115,27 @@ class Readout(nn.Module):
 
     def forward(self, s: Tensor, v: Tensor, batch: Tensor, num_graphs: int, data=None) -> Tensor:
         return self.head(pool(self.project(s, v), self.mode, batch, num_graphs, data))
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
+class ScalarReadout(nn.Module):
+    """Readout of invariant node features ``x`` [N, F] with the same modes and heads as
+    :class:`Readout`: optional per-node ``Linear(F, F)``, then graph mean pooling / the node
+    ``center_index`` / the pair ``center_index0, center_index1``, then
+    ``Linear(F or 2F, F) -> SiLU -> Linear(F, out_dim)``."""
+
+    def __init__(self, hidden: int, out_dim: int, mode: str = "graph", project: bool = True) -> None:
+        super().__init__()
+        if mode not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {mode!r}")
+        self.mode = mode
+        self.project = nn.Linear(hidden, hidden) if project else nn.Identity()
+        self.head = MLPHead(2 * hidden if mode == "pair" else hidden, hidden, out_dim)
+
+    def forward(self, x: Tensor, batch: Tensor, num_graphs: int, data=None) -> Tensor:
+        return self.head(pool(self.project(x), self.mode, batch, num_graphs, data))
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}"

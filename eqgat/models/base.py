@@ -1,0 +1,77 @@
+"""What every model of the registry shares: hyper-parameter bookkeeping and checks, the
+dtype guard, and ``forward = readout(encode(data))`` over the batch.
+
+A model subclasses :class:`GraphModel`, calls ``self.record_hparams(locals())`` first thing in
+its constructor, implements ``encode(data)`` (a tensor of invariant node features, or a tuple
+``(s, v)`` of scalar and vector node features) and sets ``self.readout`` to a module called as
+``readout(*features, batch, num_graphs, data)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import Tensor, nn
+
+from ..nn.geometry import batch_vector
+from ..nn.readout import READOUTS
+
+__all__ = ["GraphModel", "check_common"]
+
+VECTOR_AGGREGATIONS = ("mean", "sum")
+
+
+def check_common(num_layers: int, readout: str, vector_aggr: str) -> None:
+    """Raise ``ValueError`` for the arguments every model shares when they are out of range."""
+    if num_layers < 1:
+        raise ValueError("num_layers must be >= 1")
+    if readout not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    if vector_aggr not in VECTOR_AGGREGATIONS:
+        raise ValueError(f"vector_aggr must be one of {VECTOR_AGGREGATIONS}, got {vector_aggr!r}")
+
+
+def constructor_arguments(cls: type) -> tuple[str, ...]:
+    """The keyword arguments of ``cls.__init__`` (without ``self``)."""
+    params = inspect.signature(cls.__init__).parameters
+    return tuple(name for name in params if name != "self")
+
+
+class GraphModel(nn.Module):
+    """Base class of the models: ``forward(data) -> [num_graphs, out_dim]``."""
+
+    hparams: dict[str, Any]
+    readout: nn.Module
+
+    @classmethod
+    def from_hparams(cls, **hparams: Any) -> "GraphModel":
+        """``cls(**hparams)``, with an error that names unknown keys and lists the accepted ones."""
+        accepted = constructor_arguments(cls)
+        unknown = sorted(set(hparams) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"unknown hyper-parameter(s) for {cls.__name__}: {', '.join(unknown)}; "
+                f"accepted: {', '.join(sorted(accepted))}"
+            )
+        return cls(**hparams)
+
+    def record_hparams(self, constructor_locals: dict[str, Any]) -> None:
+        """Keep the constructor's arguments in ``self.hparams`` (pass ``locals()``)."""
+        self.hparams = {name: constructor_locals[name] for name in constructor_arguments(type(self))}
+
+    @staticmethod
+    def check_dtype(pos: Tensor, parameter: Tensor) -> None:
+        """Raise ``TypeError`` unless the coordinates have the parameters' dtype."""
+        if pos.dtype != parameter.dtype:
+            raise TypeError(f"pos has dtype {pos.dtype} but the model's parameters are {parameter.dtype}")
+
+    def encode(self, data) -> Tensor | tuple[Tensor, ...]:
+        raise NotImplementedError
+
+    def forward(self, data) -> Tensor:
+        features = self.encode(data)
+        if isinstance(features, Tensor):
+            features = (features,)
+        batch, num_graphs = batch_vector(data, features[0].shape[0], features[0].device)
+        return self.readout(*features, batch, num_graphs, data)
