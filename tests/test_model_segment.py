@@ -29,3 +29,18 @@ def test_half_precision_sums_accumulate_in_float32():
     assert out.dtype == torch.bfloat16
     expected = reference_sum(x.float(), index, 3).to(torch.bfloat16)
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+def test_csr_rows_match_brute_force_with_empty_nodes_sorted_and_unsorted():
+    """Row pointers: crow[n] = number of edges pointing at nodes < n, for indices that leave the
+    first and last nodes empty, already sorted or not, int64 or int32; no edges at all."""
+    index = torch.tensor([5, 2, 2, 4, 2, 5])  # nodes 0, 1, 3, 6, 7 get no edge
+    for idx in (index, index.sort().values, index.to(torch.int32)):
+        adj = Adjacency(idx, 8)
+        expected = torch.tensor([int((idx < n).sum()) for n in range(9)])
+        assert torch.equal(adj.crow.long(), expected)
+        x = torch.arange(6 * 2, dtype=torch.float64).reshape(6, 2)
+        torch.testing.assert_close(adj.sum(x), reference_sum(x, idx.long(), 8), rtol=0, atol=0)
+    empty = Adjacency(torch.zeros(0, dtype=torch.long), 4)
+    assert torch.equal(empty.crow, torch.zeros(5, dtype=torch.long))
+    assert torch.equal(scatter_sum(torch.zeros(0, 3), empty), torch.zeros(4, 3))

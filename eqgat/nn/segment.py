@@ -39,7 +39,9 @@ class Adjacency:
             sorted_index, perm = torch.sort(index, stable=True)
         else:
             sorted_index, perm = index, torch.arange(E, device=index.device)
-        self.crow = torch._convert_indices_from_coo_to_csr(sorted_index, self.num_nodes)
+        # crow[n] = number of edges whose index is < n (deterministic on every device)
+        nodes = torch.arange(self.num_nodes + 1, dtype=sorted_index.dtype, device=index.device)
+        self.crow = torch.searchsorted(sorted_index, nodes)
         self.col = perm
         self._matrices: dict = {}
 
