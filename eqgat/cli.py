@@ -16,6 +16,7 @@ log = logging.getLogger("eqgat")
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("numexpr").setLevel(logging.WARNING)  # "NumExpr defaulting to N threads"
 
 
 def model_spec(task_name: str, model: str, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
