@@ -97,7 +97,7 @@ def _slurm_cluster(slurm: Mapping, workers: int):
 
 @contextmanager
 def dask_client(workers: int = 1, scheduler: str | None = None,
-                slurm: Mapping | None = None) -> Iterator["distributed.Client"]:  # noqa: F821
+                slurm: Mapping | None = None) -> Iterator[distributed.Client]:  # noqa: F821
     """Yield a Dask client for building shards; close what was started on exit.
 
     ``scheduler`` (an address) wins over ``slurm`` (a dict, see the module docstring), which

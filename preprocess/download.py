@@ -493,9 +493,9 @@ def _attempt(url: str, part: Path, offset: int, total: int | None, timeout: floa
             hasher.reset()
             raise _Retryable(f"HTTP 416 for Range bytes={offset}- (server size "
                              f"{server_total if server_total is not None else 'unknown'}): "
-                             f"discarded the partial file")
+                             f"discarded the partial file") from None
         if code >= 500 or code in (408, 429):
-            raise _Retryable(f"HTTP {code} {exc.reason}", _retry_after(headers))
+            raise _Retryable(f"HTTP {code} {exc.reason}", _retry_after(headers)) from None
         raise DownloadError(url, f"HTTP {code} {exc.reason} (not retried)") from None
     except ValueError as exc:  # malformed URL
         raise DownloadError(url, f"invalid URL: {exc}") from None
@@ -639,7 +639,7 @@ class _HashingReader:
         return data
 
     def drain(self):
-        for block in iter(lambda: self.read(_CHUNK), b""):
+        for _block in iter(lambda: self.read(_CHUNK), b""):
             pass
 
 

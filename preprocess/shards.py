@@ -164,7 +164,7 @@ class GraphBlock:
                 raise ShardFormatError(f"column {k!r} must be int64 [{G}], got {v.shape}")
 
     @classmethod
-    def from_graphs(cls, graphs: Iterable[Mapping], columns: Sequence[str] = ()) -> "GraphBlock":
+    def from_graphs(cls, graphs: Iterable[Mapping], columns: Sequence[str] = ()) -> GraphBlock:
         """Build a block from per-graph records with one concatenation per array.
 
         Each record needs ``pos`` [n,3], ``z`` [n], ``edge_index`` [2,e] (local), ``y`` and
@@ -449,7 +449,7 @@ def write_manifest(path, shards: list[dict], task: str | None = None,
         try:
             rel = abs_p.resolve().relative_to(root)
         except ValueError:
-            raise ValueError(f"shard {abs_p} is not inside the manifest directory {root}")
+            raise ValueError(f"shard {abs_p} is not inside the manifest directory {root}") from None
         entry = {"path": rel.as_posix(), "num_graphs": int(s["num_graphs"])}
         for k in ("num_nodes", "num_edges"):
             if k in s:

@@ -222,7 +222,7 @@ class SlurmCluster:
                               capture_output=True, text=True, timeout=15)
         return proc.stdout.strip() if proc.returncode == 0 else ""
 
-    def start(self) -> "SlurmCluster":
+    def start(self) -> SlurmCluster:
         reason = unavailable_reason()
         if reason:
             raise RuntimeError(reason)
@@ -281,7 +281,7 @@ class SlurmCluster:
                     proc.wait(timeout=10)
             self._restore_config()
 
-    def __enter__(self) -> "SlurmCluster":
+    def __enter__(self) -> SlurmCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -42,19 +42,6 @@ def brute_radius_graph_batch(pos, ptr, cutoff, max_neighbors=None):
     return ei.astype(np.int64), edge_ptr
 
 
-def _graph_fn():
-    """The project's radius_graph_batch when it exists, else the brute-force reference."""
-    try:
-        from preprocess.neighbors import radius_graph_batch
-
-        return None  # build default
-    except ImportError:
-        import cloudpickle
-
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])
-        return brute_radius_graph_batch
-
-
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     path = tmp_path_factory.mktemp("raw") / "raw.h5"
@@ -67,7 +54,7 @@ def raw(tmp_path_factory):
 def serial_build(raw, tmp_path_factory):
     out = tmp_path_factory.mktemp("serial")
     m = build_triangle_shards(raw[0], out, cutoff=CUTOFF, shard_size=16, workers=1,
-                              progress=False, graph_fn=_graph_fn())
+                              progress=False)
     return out, m
 
 
@@ -119,7 +106,7 @@ def test_serial_build_contents(raw, serial_build):
 def test_parallel_build_identical(raw, serial_build, tmp_path):
     out_s, m_s = serial_build
     m_p = build_triangle_shards(raw[0], tmp_path, cutoff=CUTOFF, shard_size=16, workers=2,
-                                progress=False, graph_fn=_graph_fn())
+                                progress=False)
     assert m_p["splits"] == m_s["splits"]
     a, b = all_datasets(out_s), all_datasets(tmp_path)
     assert a.keys() == b.keys()
@@ -136,11 +123,10 @@ def test_parallel_build_identical(raw, serial_build, tmp_path):
 
 
 def test_rebuild_removes_stale_shards_and_max_neighbors(raw, tmp_path):
-    build_triangle_shards(raw[0], tmp_path, cutoff=CUTOFF, shard_size=8, progress=False,
-                          graph_fn=_graph_fn())
+    build_triangle_shards(raw[0], tmp_path, cutoff=CUTOFF, shard_size=8, progress=False,)
     assert len(list((tmp_path / "train").glob("shard-*.h5"))) == 5
     m = build_triangle_shards(raw[0], tmp_path, cutoff=CUTOFF, shard_size=64, max_neighbors=3,
-                              progress=False, graph_fn=_graph_fn(), sha256=True)
+                              progress=False, sha256=True)
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["shard-00000.h5"]
     assert m["attrs"]["max_neighbors"] == 3
     assert len(m["splits"]["train"]["shards"][0]["sha256"]) == 64
@@ -188,16 +174,12 @@ def test_failed_build_writes_no_manifest(tmp_path):
     assert not (tmp_path / "manifest.json").exists()
 
 
-def test_cli_end_to_end(tmp_path, monkeypatch):
+def test_cli_end_to_end(tmp_path):
     raw = tmp_path / "raw.h5"
     assert main(["generate-triangle", "--num-clouds", "20", "--seed", "3", "--out", str(raw),
                  "--num-points", "20", "--radius", "6", "--min-dist", "1.5"]) == 0
     with h5py.File(raw, "r") as f:
         assert f["pos"].shape == (20, 20, 3) and f.attrs["seed"] == 3
-    if _graph_fn() is not None:  # no preprocess.neighbors yet: use the reference
-        import preprocess.build as pb
-
-        monkeypatch.setattr(pb, "_default_graph_fn", lambda: brute_radius_graph_batch)
     assert main(["build-graphs", "--task", "triangle", "--raw", str(raw), "--out",
                  str(tmp_path / "g"), "--cutoff", "4", "--shard-size", "5",
                  "--no-progress"]) == 0

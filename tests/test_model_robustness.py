@@ -1,6 +1,5 @@
 """Degenerate inputs (isolated atoms, coincident atoms, no edges), factory and device."""
 
-import warnings
 
 import pytest
 import torch

@@ -124,6 +124,6 @@ def test_write_raw(tmp_path, clouds):
 def test_write_raw_atomic_on_error(tmp_path, clouds):
     bad = dict(clouds)
     bad["attrs"] = {"bad": object()}  # h5py cannot store this attribute
-    with pytest.raises(Exception):
+    with pytest.raises(TypeError):
         write_raw(tmp_path / "raw.h5", bad)
     assert list(tmp_path.iterdir()) == []

@@ -45,7 +45,7 @@ class GraphModel(nn.Module):
     readout: nn.Module
 
     @classmethod
-    def from_hparams(cls, **hparams: Any) -> "GraphModel":
+    def from_hparams(cls, **hparams: Any) -> GraphModel:
         """``cls(**hparams)``, with an error that names unknown keys and lists the accepted ones."""
         accepted = constructor_arguments(cls)
         unknown = sorted(set(hparams) - set(accepted))

@@ -18,7 +18,6 @@ Output: [num_graphs, out_dim].  ``encode`` returns the node features after the l
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ..nn import EQGATConv, EquivariantNorm, GatedEquivariantUpdate, RadialEmbedding, Readout

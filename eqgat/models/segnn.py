@@ -111,7 +111,7 @@ class SteerableLinear(nn.Module):
         # at construction and made no measurable difference to the forward time on CPU.
         self.tp = o3.FullyConnectedTensorProduct(irreps_in, irreps_attr, self.irreps_out, _optimize_einsums=False)
         idx = []
-        for sl, (mul, ir) in zip(self.irreps_out.slices(), self.irreps_out):
+        for sl, (_mul, ir) in zip(self.irreps_out.slices(), self.irreps_out):
             if ir == o3.Irrep("0e"):
                 idx.extend(range(sl.start, sl.stop))
         self.register_buffer("bias_index", torch.tensor(idx, dtype=torch.long), persistent=False)

@@ -53,7 +53,6 @@ Implementation (same math, fewer and smaller per-edge tensors)
 
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -65,7 +64,7 @@ from .segment import edge_adjacency, gather, scatter_sum
 __all__ = ["EQGATConv", "feature_softmax"]
 
 
-def feature_softmax(logits: Tensor, index: Tensor, num_nodes: int, ptr: Optional[Tensor] = None) -> Tensor:
+def feature_softmax(logits: Tensor, index: Tensor, num_nodes: int, ptr: Tensor | None = None) -> Tensor:
     """Softmax of ``logits`` [E, A] over the edges that share the same target ``index``,
     separately for every channel (column).  For each target with at least one incoming edge
     and each channel the weights sum to one."""
@@ -114,7 +113,7 @@ class EQGATConv(MessagePassing):
         self.vector_lin = None if self.first_layer else nn.Linear(Fv, Fv, bias=False)  # W_v
 
         # kept for backward compatibility: the attention is returned, never stored
-        self._attention: Optional[Tensor] = None
+        self._attention: Tensor | None = None
 
     def reset_parameters(self) -> None:
         super().reset_parameters()

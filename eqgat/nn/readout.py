@@ -26,7 +26,6 @@ would NOT be offset; code that builds batches by hand must add ``ptr`` itself.
 
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 from torch import Tensor, nn
@@ -65,7 +64,7 @@ class MLPHead(nn.Sequential):
         super().__init__(nn.Linear(in_dim, hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, out_dim))
 
 
-def _get(data, name: str) -> Optional[Tensor]:
+def _get(data, name: str) -> Tensor | None:
     try:
         return getattr(data, name)
     except (AttributeError, KeyError):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -107,9 +106,9 @@ def gather(x: Tensor, adj: Adjacency) -> Tensor:
 # so the CSR structures are built once per forward pass.  The entry is keyed by the tensor
 # object itself (a weak reference, so a freed tensor never matches), its in-place version
 # counter and the node count.
-_cache_key: Optional[tuple] = None
-_cache_ref: Optional[weakref.ref] = None
-_cache_val: Optional[tuple[Adjacency, Adjacency]] = None
+_cache_key: tuple | None = None
+_cache_ref: weakref.ref | None = None
+_cache_val: tuple[Adjacency, Adjacency] | None = None
 
 
 def edge_adjacency(edge_index: Tensor, num_nodes: int) -> tuple[Adjacency, Adjacency]:

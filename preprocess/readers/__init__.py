@@ -159,7 +159,7 @@ def coordinates(df: pd.DataFrame, what: str = "atoms") -> np.ndarray:
     try:
         pos = df[COORD_COLUMNS].to_numpy(dtype=np.float64)
     except (ValueError, TypeError) as exc:
-        raise SkipSample(MALFORMED, f"non-numeric coordinates in {what}: {exc}")
+        raise SkipSample(MALFORMED, f"non-numeric coordinates in {what}: {exc}") from exc
     if not np.isfinite(pos).all():
         bad = int((~np.isfinite(pos)).any(axis=1).sum())
         raise SkipSample(NAN_COORDINATES, f"{bad} atom(s) with non-finite coordinates in {what}")
@@ -180,7 +180,7 @@ def _as_float(value, what: str) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise SkipSample(MISSING_LABEL, f"{what} is not a number: {value!r}")
+        raise SkipSample(MISSING_LABEL, f"{what} is not a number: {value!r}") from None
     if not math.isfinite(v):
         raise SkipSample(MISSING_LABEL, f"{what} is {v}")
     return v

@@ -42,12 +42,12 @@ except ImportError:  # pragma: no cover
     lmdb = None
 
 MAX_READERS = 256
-_ENVS: dict[tuple[int, str], "lmdb.Environment"] = {}
+_ENVS: dict[tuple[int, str], lmdb.Environment] = {}
 _DATAFRAME_TYPE = str(pd.DataFrame)
 _SERIES_TYPE = str(pd.Series)
 
 
-def open_env(path: str | os.PathLike) -> "lmdb.Environment":
+def open_env(path: str | os.PathLike) -> lmdb.Environment:
     """Open (or reuse) a read-only LMDB environment for an ATOM3D dataset directory."""
     if lmdb is None:  # pragma: no cover
         raise ImportError("the 'lmdb' package is required: pip install lmdb")

@@ -34,7 +34,7 @@ from preprocess.elements import ELEMENTS, HYDROGEN_INDEX, OTHER_INDEX
 
 from . import Sample, SkipSample, atom_table, guard, record_id
 from .report import (
-    CA_NOT_UNIQUE, EMPTY_ATOMS, MALFORMED, NAN_COORDINATES, NO_PARTNERS, UNKNOWN_ELEMENT,
+    CA_NOT_UNIQUE, EMPTY_ATOMS, MALFORMED, NO_PARTNERS, UNKNOWN_ELEMENT,
     SkipReport,
 )
 

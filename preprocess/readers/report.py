@@ -58,7 +58,7 @@ class SkipReport:
         return self.total > 0
 
     # -- merging -----------------------------------------------------------------------
-    def merge(self, other: "SkipReport | dict") -> "SkipReport":
+    def merge(self, other: SkipReport | dict) -> SkipReport:
         """Add ``other`` into ``self`` in place; returns ``self``."""
         if isinstance(other, dict):
             other = SkipReport.from_dict(other)
@@ -75,12 +75,12 @@ class SkipReport:
             self.notes[k] = self.notes.get(k, 0) + v
         return self
 
-    def __add__(self, other: "SkipReport") -> "SkipReport":
+    def __add__(self, other: SkipReport) -> SkipReport:
         out = SkipReport(max_examples=self.max_examples)
         return out.merge(self).merge(other)
 
     @classmethod
-    def merged(cls, reports: Iterable["SkipReport | dict"]) -> "SkipReport":
+    def merged(cls, reports: Iterable[SkipReport | dict]) -> SkipReport:
         out = cls()
         for r in reports:
             out.merge(r)
@@ -97,7 +97,7 @@ class SkipReport:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "SkipReport":
+    def from_dict(cls, d: dict) -> SkipReport:
         return cls(
             counts={k: int(v) for k, v in d.get("counts", {}).items()},
             examples={k: [str(x) for x in v] for k, v in d.get("examples", {}).items()},
@@ -109,5 +109,5 @@ class SkipReport:
         return json.dumps(self.to_dict(), **kw)
 
     @classmethod
-    def from_json(cls, s: str) -> "SkipReport":
+    def from_json(cls, s: str) -> SkipReport:
         return cls.from_dict(json.loads(s))
