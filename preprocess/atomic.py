@@ -10,6 +10,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _read_umask() -> int:
+    """The process umask (read once: setting it back and forth is not thread-safe)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Mode of new outputs: what ``open()`` would give them (``mkstemp`` alone makes them 0600,
+#: unreadable to the rest of a project group on a shared cluster).
+_UMASK = _read_umask()
+FILE_MODE = 0o666 & ~_UMASK
+#: Mode of new output folders made through a temporary folder (``mkdtemp`` makes them 0700).
+DIR_MODE = 0o777 & ~_UMASK
+
+
 def fsync_dir(directory: str | os.PathLike) -> None:
     """Make a rename inside `directory` durable (a no-op where folders cannot be opened)."""
     try:
@@ -36,6 +51,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

@@ -43,7 +43,7 @@ import zlib
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from .atomic import fsync_dir, write_json_atomic
+from .atomic import DIR_MODE, fsync_dir, write_json_atomic
 
 log = logging.getLogger("preprocess.download")
 
@@ -758,6 +758,7 @@ def extract(archive: str | os.PathLike, target_dir: str | os.PathLike,
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.extract-", dir=target_dir.parent))
     try:
+        os.chmod(tmp, DIR_MODE)  # it may become target_dir itself
         st = archive.stat()
         reader_file = open(archive, "rb")
         with reader_file:
