@@ -44,6 +44,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from eqgat.data import ShardDataset
     from eqgat.device import select_device
     from eqgat.models import build_model
+    from eqgat.provenance import code_version
     from eqgat.tasks import get_task
     from eqgat.train.loop import TrainSettings, seed_everything, train
 
@@ -62,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     log.info("task %s model %s (%d parameters) on %s", task.name, spec["name"], sum(p.numel() for p in model.parameters()), device)
     train(
         model, spec, task, ShardDataset(manifest, "train"), ShardDataset(manifest, "val"), settings, args.out, device,
-        data_fingerprint=file_digest(manifest), progress=not args.no_progress,
+        data_fingerprint=file_digest(manifest), progress=not args.no_progress, code_version=code_version("train"),
     )
 
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from eqgat.provenance import code_version
 from workflow_helpers import TINY_CONFIG, copy_repo, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
@@ -78,6 +79,39 @@ def test_model_code_change_reruns_training(finished, tmp_path):
     finally:
         conv.write_text(original)
     assert planned_jobs(workdir, configfile) == {}
+
+
+def test_rerun_after_a_code_change_trains_from_scratch(finished):
+    """The finished run's resumable checkpoint was made by other code: it must not be resumed."""
+    workdir, configfile = finished
+    conv = workdir / "eqgat" / "nn" / "conv.py"
+    original = conv.read_text()
+    seeds = (0, 1)
+    before = {s: run_record(workdir, s) for s in seeds}
+    try:
+        conv.write_text(original + "\n# an edit to the model's code\n")
+        snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))
+        for s in seeds:
+            log = (workdir / f"logs/triangle/eqgat/seed{s}/train.log").read_text()
+            assert "resuming" not in log and "ignoring checkpoint" in log and "epoch 1/2" in log
+            after = run_record(workdir, s)
+            assert after["code_version"] == code_version("train", workdir) != before[s]["code_version"]
+            # a comment changes no numbers: the retrained run reproduces the first one exactly
+            assert after["losses"] == before[s]["losses"] and after["test"] == before[s]["test"]
+    finally:
+        conv.write_text(original)
+        snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))
+    assert all(run_record(workdir, s)["code_version"] == before[s]["code_version"] for s in seeds)
+    assert planned_jobs(workdir, configfile) == {}
+
+
+def run_record(workdir, seed: int) -> dict:
+    run = workdir / f"results/triangle/runs/eqgat/seed{seed}"
+    return {
+        "code_version": json.loads((run / "train.json").read_text())["code_version"],
+        "losses": [(r["train_loss"], r["val_loss"]) for r in csv.DictReader(open(run / "log.csv"))],
+        "test": json.loads((run / "metrics.json").read_text())["test"],
+    }
 
 
 def test_more_seeds_run_only_the_new_seed(finished):

@@ -153,11 +153,13 @@ def train(
     device: torch.device,
     data_fingerprint: str = "",
     progress: bool = True,
+    code_version: str = "",
 ) -> dict[str, Any]:
     """Train `model` (already built with the run's seed), resuming from the last epoch
-    checkpoint of the same run if there is one. Returns the training summary."""
+    checkpoint of the same run if there is one: same settings, model, task, data
+    (`data_fingerprint`) and training code (`code_version`). Returns the training summary."""
     paths = RunPaths(Path(run_dir))
-    run_id = fingerprint(asdict(settings), model_spec, task.name, data_fingerprint)
+    run_id = fingerprint(asdict(settings), model_spec, task.name, data_fingerprint, code_version)
     model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -176,7 +178,7 @@ def train(
             state = {k: saved[k] for k in state}
             log.info("resuming %s after epoch %d (best val %.6g at epoch %d)", paths.run_dir, state["epoch"], state["best_val"], state["best_epoch"])
         else:
-            log.warning("ignoring checkpoint %s: it belongs to a run with other settings", paths.last)
+            log.warning("ignoring checkpoint %s: it belongs to a run with other settings, data or code", paths.last)
 
     use_amp = mixed_precision_available(device, settings.amp)
     val_loader = make_loader(val_set, settings.batch_size, None, settings.num_workers)
@@ -209,7 +211,7 @@ def train(
     write_log_csv(paths.log_csv, state["log"])
     summary = {
         "run_id": run_id, "epochs": settings.epochs, "best_epoch": state["best_epoch"], "best_val_loss": state["best_val"],
-        "settings": asdict(settings), "model_spec": model_spec, "task": task.name,
+        "settings": asdict(settings), "model_spec": model_spec, "task": task.name, "code_version": code_version,
         "num_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     write_json_atomic(paths.summary, summary)

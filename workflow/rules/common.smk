@@ -1,11 +1,11 @@
 # Shared helpers: config validation, output paths, code versions.
-import hashlib
 import json
 import shlex
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
+from eqgat.provenance import code_version as stage_code_version
 from preprocess.download import ARCHIVES
 
 min_version("9.0")
@@ -20,29 +20,10 @@ RESULTS = config["results_dir"]
 RESOURCES = config["resources_dir"]
 LOGS = config["logs_dir"]
 
-# Which source files each stage's outputs depend on. Snakemake does not track code
-# imported by a shell command, so a hash of these files goes into the rules' params.
-CODE = {
-    "generate": ["preprocess/triangle.py"],
-    "graphs": ["preprocess/neighbors.py", "preprocess/shards.py", "preprocess/build.py"],
-    "graphs_atom3d": ["preprocess/neighbors.py", "preprocess/shards.py", "preprocess/build.py",
-                      "preprocess/atom3d_shards.py", "preprocess/readers", "preprocess/elements.py"],
-    "train": ["eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks.py", "eqgat/configs.py"],
-    "evaluate": ["eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks.py", "eqgat/metrics.py"],
-    "aggregate": ["eqgat/aggregate.py", "eqgat/paper.py", "eqgat/tasks.py", "eqgat/metrics.py"],
-}
-
 
 def code_version(stage):
-    """Hash of the Python sources a stage runs (files, or every *.py below a folder)."""
-    digest = hashlib.sha256()
-    for entry in CODE[stage]:
-        path = ROOT / entry
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for f in files:
-            digest.update(str(f.relative_to(ROOT)).encode())
-            digest.update(f.read_bytes())
-    return digest.hexdigest()[:16]
+    """Hash of the Python sources a stage runs (eqgat/provenance.py lists them), in this checkout."""
+    return stage_code_version(stage, ROOT)
 
 
 def task_config(task):
