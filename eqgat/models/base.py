@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..nn.geometry import batch_vector
-from ..nn.readout import READOUTS
+from ..nn.readout import check_readout_mode
 
 __all__ = ["GraphModel", "check_common"]
 
@@ -26,8 +26,7 @@ def check_common(num_layers: int, readout: str, vector_aggr: str) -> None:
     """Raise ``ValueError`` for the arguments every model shares when they are out of range."""
     if num_layers < 1:
         raise ValueError("num_layers must be >= 1")
-    if readout not in READOUTS:
-        raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+    check_readout_mode(readout)
     if vector_aggr not in VECTOR_AGGREGATIONS:
         raise ValueError(f"vector_aggr must be one of {VECTOR_AGGREGATIONS}, got {vector_aggr!r}")
 

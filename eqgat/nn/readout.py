@@ -26,14 +26,13 @@ would NOT be offset; code that builds batches by hand must add ``ptr`` itself.
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from .radial import safe_norm
 
-__all__ = ["InvariantProjection", "MLPHead", "global_mean_pool", "Readout", "READOUTS", "ScalarReadout", "pool"]
+__all__ = ["InvariantProjection", "MLPHead", "global_mean_pool", "Readout", "READOUTS", "ScalarReadout", "check_readout_mode", "pool"]
 
 READOUTS = ("graph", "node", "pair")
 
@@ -93,7 +92,34 @@ def pool(x: Tensor, mode: str, batch: Tensor, num_graphs: int, data=None) -> Ten
     return torch.cat([x[i0], x[i1]], dim=-1)
 
 
-class Readout(nn.Module):
+def check_readout_mode(mode: str) -> None:
+    """Raise ``ValueError`` unless `mode` is one of :data:`READOUTS`."""
+    if mode not in READOUTS:
+        raise ValueError(f"readout must be one of {READOUTS}, got {mode!r}")
+
+
+class _PooledReadout(nn.Module):
+    """What both readouts share: per-node ``project``, then :func:`pool` in `mode`, then
+    ``Linear(F or 2F, F) -> SiLU -> Linear(F, out_dim)`` (2F for pairs)."""
+
+    def __init__(self, project: nn.Module, hidden: int, out_dim: int, mode: str) -> None:
+        super().__init__()
+        check_readout_mode(mode)
+        self.mode = mode
+        self.project = project
+        self.head = MLPHead(2 * hidden if mode == "pair" else hidden, hidden, out_dim)
+
+    def pool_and_head(self, x: Tensor, batch: Tensor, num_graphs: int, data=None) -> Tensor:
+        return self.head(pool(x, self.mode, batch, num_graphs, data))
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}"
+
+
+class Readout(_PooledReadout):
+    """Readout of scalar and vector node features: ``x = W_r [s || |v W_q|]`` per node
+    (:class:`InvariantProjection`), then pooling and the MLP head."""
+
     def __init__(
         self,
         hidden_scalars: int,
@@ -102,39 +128,20 @@ class Readout(nn.Module):
         mode: str = "graph",
         eps: float = 1e-8,
     ) -> None:
-        super().__init__()
-        if mode not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {mode!r}")
-        self.mode = mode
-        self.project = InvariantProjection(hidden_scalars, hidden_vectors, eps)
-        if mode == "pair":
-            self.head = MLPHead(2 * hidden_scalars, hidden_scalars, out_dim)
-        else:
-            self.head = MLPHead(hidden_scalars, hidden_scalars, out_dim)
+        super().__init__(InvariantProjection(hidden_scalars, hidden_vectors, eps), hidden_scalars, out_dim, mode)
 
     def forward(self, s: Tensor, v: Tensor, batch: Tensor, num_graphs: int, data=None) -> Tensor:
-        return self.head(pool(self.project(s, v), self.mode, batch, num_graphs, data))
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"
+        return self.pool_and_head(self.project(s, v), batch, num_graphs, data)
 
 
-class ScalarReadout(nn.Module):
+class ScalarReadout(_PooledReadout):
     """Readout of invariant node features ``x`` [N, F] with the same modes and heads as
     :class:`Readout`: optional per-node ``Linear(F, F)``, then graph mean pooling / the node
     ``center_index`` / the pair ``center_index0, center_index1``, then
     ``Linear(F or 2F, F) -> SiLU -> Linear(F, out_dim)``."""
 
     def __init__(self, hidden: int, out_dim: int, mode: str = "graph", project: bool = True) -> None:
-        super().__init__()
-        if mode not in READOUTS:
-            raise ValueError(f"readout must be one of {READOUTS}, got {mode!r}")
-        self.mode = mode
-        self.project = nn.Linear(hidden, hidden) if project else nn.Identity()
-        self.head = MLPHead(2 * hidden if mode == "pair" else hidden, hidden, out_dim)
+        super().__init__(nn.Linear(hidden, hidden) if project else nn.Identity(), hidden, out_dim, mode)
 
     def forward(self, x: Tensor, batch: Tensor, num_graphs: int, data=None) -> Tensor:
-        return self.head(pool(self.project(x), self.mode, batch, num_graphs, data))
-
-    def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"
+        return self.pool_and_head(self.project(x), batch, num_graphs, data)
