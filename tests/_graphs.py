@@ -5,7 +5,6 @@ Imported by ``tests/test_model_*.py`` as ``import _graphs`` (pytest puts ``tests
 
 from __future__ import annotations
 
-
 import torch
 from torch_geometric.data import Batch, Data
 

@@ -1,6 +1,5 @@
 """Degenerate inputs (isolated atoms, coincident atoms, no edges), factory and device."""
 
-
 import pytest
 import torch
 from torch_geometric.data import Data

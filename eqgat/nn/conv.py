@@ -53,7 +53,6 @@ Implementation (same math, fewer and smaller per-edge tensors)
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
