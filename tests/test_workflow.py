@@ -8,7 +8,7 @@ import json
 import pytest
 
 from eqgat.provenance import code_version
-from workflow_helpers import TINY_CONFIG, copy_repo, planned_jobs, snakemake, write_config
+from workflow_helpers import TINY_CONFIG, comment_appended, copy_repo, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -69,37 +69,30 @@ def test_cutoff_reruns_graphs_and_what_follows(finished):
     assert planned_jobs(workdir, changed) == {"build_graphs": 1, "train": 2, "evaluate": 2, "aggregate": 1, "all": 1}
 
 
-def test_model_code_change_reruns_training(finished, tmp_path):
+def test_model_code_change_reruns_training(finished):
     workdir, configfile = finished
-    conv = workdir / "eqgat" / "nn" / "conv.py"
-    original = conv.read_text()
-    try:
-        conv.write_text(original + "\n# an edit to the model's code\n")
+    with comment_appended(workdir / "eqgat" / "nn" / "conv.py", "an edit to the model's code"):
         assert planned_jobs(workdir, configfile) == {"train": 2, "evaluate": 2, "aggregate": 1, "all": 1}
-    finally:
-        conv.write_text(original)
     assert planned_jobs(workdir, configfile) == {}
 
 
 def test_rerun_after_a_code_change_trains_from_scratch(finished):
     """The finished run's resumable checkpoint was made by other code: it must not be resumed."""
     workdir, configfile = finished
-    conv = workdir / "eqgat" / "nn" / "conv.py"
-    original = conv.read_text()
     seeds = (0, 1)
     before = {s: run_record(workdir, s) for s in seeds}
     try:
-        conv.write_text(original + "\n# an edit to the model's code\n")
-        snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))
+        with comment_appended(workdir / "eqgat" / "nn" / "conv.py", "an edit to the model's code"):
+            snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))
+            edited_version = code_version("train", workdir)
         for s in seeds:
             log = (workdir / f"logs/triangle/eqgat/seed{s}/train.log").read_text()
             assert "resuming" not in log and "ignoring checkpoint" in log and "epoch 1/2" in log
             after = run_record(workdir, s)
-            assert after["code_version"] == code_version("train", workdir) != before[s]["code_version"]
+            assert after["code_version"] == edited_version != before[s]["code_version"]
             # a comment changes no numbers: the retrained run reproduces the first one exactly
             assert after["losses"] == before[s]["losses"] and after["test"] == before[s]["test"]
-    finally:
-        conv.write_text(original)
+    finally:  # the edit is undone: train again with the original code
         snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))
     assert all(run_record(workdir, s)["code_version"] == before[s]["code_version"] for s in seeds)
     assert planned_jobs(workdir, configfile) == {}
@@ -142,10 +135,5 @@ def test_config_errors_are_reported_when_parsing(finished, edit, message):
 
 def test_reader_code_change_does_not_rebuild_triangle_graphs(finished):
     workdir, configfile = finished
-    reader = workdir / "preprocess" / "readers" / "psr.py"
-    original = reader.read_text()
-    try:
-        reader.write_text(original + "\n# an edit to an ATOM3D reader\n")
+    with comment_appended(workdir / "preprocess" / "readers" / "psr.py", "an edit to an ATOM3D reader"):
         assert planned_jobs(workdir, configfile) == {}
-    finally:
-        reader.write_text(original)

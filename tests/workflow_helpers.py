@@ -6,6 +6,8 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -75,3 +77,14 @@ def planned_jobs(workdir: Path, configfile: Path, target: str = "all") -> dict[s
         rule, count = line.split()
         jobs[rule] = int(count)
     return jobs
+
+
+@contextmanager
+def comment_appended(path: Path, comment: str) -> Iterator[None]:
+    """Append a comment line to a source file (an edit that changes no behaviour); restore it on exit."""
+    original = path.read_text()
+    path.write_text(f"{original}\n# {comment}\n")
+    try:
+        yield
+    finally:
+        path.write_text(original)
