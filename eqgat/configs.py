@@ -21,7 +21,7 @@ _ATOM3D = dict(
 )
 
 PAPER_CONFIGS: dict[str, dict] = {
-    "lba": dict(_ATOM3D, num_layers=3, out_dim=1, readout="graph"),
+    "lba": dict(_ATOM3D, num_layers=3, out_dim=1, readout="graph", norm=False),  # the authors train LBA without a norm
     "psr": dict(_ATOM3D, num_layers=5, out_dim=1, readout="graph"),
     "rsr": dict(_ATOM3D, num_layers=5, out_dim=1, readout="graph"),
     "res": dict(_ATOM3D, num_layers=5, out_dim=20, readout="node"),

@@ -12,8 +12,14 @@ Input: a PyG ``Data``/``Batch`` with
 * ``center_index`` [num_graphs] for ``readout="node"``; ``center_index0`` and
   ``center_index1`` [num_graphs] for ``readout="pair"`` (see :mod:`eqgat.nn.readout`).
 
-Output: [num_graphs, out_dim].  ``encode`` returns the node features after the last layer,
-``s`` [N, Fs] (invariant) and ``v`` [N, 3, Fv] (rotates with the input).
+Output: [num_graphs, out_dim].  ``encode`` returns the node features after the last layer
+(and, with ``norm=True``, one more norm, as in the authors' trained models), ``s`` [N, Fs]
+(invariant) and ``v`` [N, 3, Fv] (rotates with the input).
+
+``norm=True`` places an :class:`~eqgat.nn.EquivariantNorm` after every layer and one more on
+``(s, v)`` just before the readout, where the authors' models have their (non-equivariant)
+norms; ``norm=False`` has none (the authors' LBA model).  ``eps`` (1e-6, as theirs) clamps the
+squared norms inside the gated update, the readout and the edge directions.
 """
 
 from __future__ import annotations
@@ -80,7 +86,7 @@ class EQGAT(GraphModel):
         cross_product: bool = True,
         feature_attention: bool = True,
         norm: bool = True,
-        eps: float = 1e-8,
+        eps: float = 1e-6,
     ) -> None:
         super().__init__()
         self.record_hparams(locals())
@@ -105,6 +111,7 @@ class EQGAT(GraphModel):
             )
             for i in range(num_layers)
         )
+        self.final_norm = EquivariantNorm(hidden_scalars, hidden_vectors, eps) if norm else None
         self.readout = Readout(hidden_scalars, hidden_vectors, out_dim, readout, eps)
 
     def reset_parameters(self) -> None:
@@ -127,4 +134,6 @@ class EQGAT(GraphModel):
         _, r, edge_attr = self.edge_geometry(pos, edge_index)
         for layer in self.layers:
             s, v = layer(s, v, edge_index, r, edge_attr)
+        if self.final_norm is not None:
+            s, v = self.final_norm(s, v)
         return s, v

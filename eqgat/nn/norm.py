@@ -1,7 +1,7 @@
 """Exactly SO(3)-equivariant normalisation of (scalar, vector) node features.
 
-* Scalars ``s`` [N, Fs]: per-node layer norm over the Fs channels, with an affine weight
-  and bias (2*Fs parameters).  Scalars are rotation invariant, so this is invariant.
+* Scalars ``s`` [N, Fs]: per-node layer norm over the Fs channels (``eps`` added to the
+  variance), with an affine weight and bias (2*Fs parameters).  Scalars are rotation invariant, so this is invariant.
 * Vectors ``v`` [N, 3, Fv]: divided by the root-mean-square over the Fv channels of the
   per-channel Euclidean norms,
 
@@ -25,12 +25,12 @@ __all__ = ["EquivariantNorm"]
 
 
 class EquivariantNorm(nn.Module):
-    def __init__(self, hidden_scalars: int, hidden_vectors: int, eps: float = 1e-8) -> None:
+    def __init__(self, hidden_scalars: int, hidden_vectors: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.hidden_scalars = hidden_scalars
         self.hidden_vectors = hidden_vectors
         self.eps = float(eps)
-        self.scalar_norm = nn.LayerNorm(hidden_scalars, elementwise_affine=True, bias=True)
+        self.scalar_norm = nn.LayerNorm(hidden_scalars, eps=eps, elementwise_affine=True, bias=True)
 
     def reset_parameters(self) -> None:
         self.scalar_norm.reset_parameters()
