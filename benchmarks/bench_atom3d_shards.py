@@ -7,7 +7,7 @@ Usage (the numbers in docs/performance.md come from)::
 Data: synthetic PSR decoys and RES records of realistic size in atom3d's LMDB format
 (``benchmarks/synthetic_atom3d.py``), generated once under ``--work`` and reused.
 
-Every build runs ``preprocess.atom3d_shards.build_atom3d_shards`` in a fresh Python
+Every build runs ``preprocess.task_shards.build_task_shards`` in a fresh Python
 subprocess (``python bench_atom3d_shards.py _build ...``), so that
 
 * wall time covers the whole build (task listing, reading, graphs, writing, manifest), for
@@ -61,7 +61,8 @@ def vm_hwm() -> int:
 def child_build(a) -> None:
     import psutil
 
-    from preprocess.atom3d_shards import build_atom3d_shards
+    from eqgat.tasks import get_task
+    from preprocess.task_shards import build_task_shards
 
     rss0 = psutil.Process().memory_info().rss
     cluster_s = None
@@ -73,8 +74,8 @@ def child_build(a) -> None:
         c.close()
         cluster_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    m = build_atom3d_shards(a.task, a.source, a.out, a.cutoff, shard_size=a.shard_size,
-                            workers=a.workers, progress=False)
+    m = build_task_shards(get_task(a.task), a.source, a.out, a.cutoff, shard_size=a.shard_size,
+                          workers=a.workers, progress=False)
     wall = time.perf_counter() - t0
     shards = [s for v in m["splits"].values() for s in v["shards"]]
     # VmHWM: peak RSS of this process's own address space. (ru_maxrss of RUSAGE_SELF is not

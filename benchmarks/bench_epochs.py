@@ -36,7 +36,10 @@ sys.path.append(str(_ROOT))
 
 import yaml  # noqa: E402
 
-CONFIG = yaml.safe_load((_ROOT / "config" / "config.yaml").read_text())
+from eqgat.tasks.config import validate_config  # noqa: E402
+
+# the embedded default's task sections (each task's protocol with config/config.yaml laid over it)
+CONFIG = validate_config(yaml.safe_load((_ROOT / "config" / "config.yaml").read_text()))
 
 
 def run(cmd: list[str], log: Path) -> None:
@@ -86,11 +89,9 @@ def train_once(task: str, graphs: Path, run_dir: Path, device: str, amp: bool, e
     """Seconds of every epoch of one fresh training run."""
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    train = CONFIG[task]["train"]
     cmd = [sys.executable, "-m", "eqgat", "train", "--task", task, "--model", "eqgat", "--seed", "0",
            "--data", str(graphs), "--out", str(run_dir), "--device", device, "--threads", str(threads),
-           "--preset", CONFIG[task]["model"]["preset"], "--epochs", str(epochs),
-           "--batch-size", str(train["batch_size"]), "--lr", str(train["lr"]), "--no-progress"]
+           "--section", json.dumps(CONFIG[task]), "--epochs", str(epochs), "--no-progress"]
     if amp:
         cmd.append("--amp")
     run(cmd, run_dir.parent / f"{run_dir.name}.log")

@@ -9,7 +9,7 @@ Both pipelines iterate every graph of the train split once (one epoch) through t
 ``torch_geometric.loader.DataLoader(batch_size=16, shuffle=True, num_workers=0)``:
 
 (a) ``eqgat.data.ShardDataset(manifest, "train")`` over shards built beforehand with
-    ``preprocess.atom3d_shards.build_atom3d_shards`` (serial, in a subprocess; not timed);
+    ``preprocess.task_shards.build_task_shards`` (serial, in a subprocess; not timed);
 (b) ``atom3d.datasets.LMDBDataset`` over the same LMDB records, building each graph when the
     sample is requested: hydrogen removal, ``preprocess.elements.element_index``,
     ``preprocess.neighbors.radius_graph`` (cutoff 4.5 A), ``torch_geometric.data.Data``
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
 
     from bench_atom3d_shards import ensure_data, run_build
     from eqgat.data import ShardDataset
-    from preprocess.atom3d_shards import res_sources
+    from eqgat.tasks import get_task
 
     print(f"# python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"numba threads {numba.get_num_threads()}, "
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     if a.task == "psr":
         base = Atom3dPSRGraphs(src / "split-by-year" / "data" / "train", a.cutoff)
     else:
-        lmdb, idx = res_sources(src)
+        lmdb, idx = get_task("res").source.sources(src)
         base = Atom3dRESGraphs(lmdb, idx["train"], a.cutoff)
     assert len(shards) == len(base), (len(shards), len(base))
 

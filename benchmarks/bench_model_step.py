@@ -9,7 +9,7 @@ Workloads
 * ``triangle``: ``--batch-size`` Triangle clouds (100 points in a ball of radius 10,
   ``preprocess.triangle.generate_triangle_clouds``), radius graph with cutoff 10
   (``preprocess.neighbors.radius_graph_batch``), paper Triangle configuration
-  (``eqgat.configs.PAPER_CONFIGS["triangle"]``: 3 layers, Fs/Fv 32/8, sum aggregation).
+  (``eqgat/tasks/triangle.py``: 3 layers, Fs/Fv 32/8, sum aggregation).
 * ``lba`` / ``psr``: ``--batch-size`` random clouds of ``--atoms`` atoms uniform in a cube at
   protein density (0.05 atoms / A^3), 9 random element types, cutoff 4.5, paper configuration
   (Fs/Fv 100/16, mean aggregation; 3 or 5 layers).
@@ -38,8 +38,8 @@ import torch
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(_ROOT)  # appended: PYTHONPATH / an installed copy take precedence
 
-from eqgat.configs import PAPER_CONFIGS, count_parameters, model_config  # noqa: E402
-from eqgat.models import build_model  # noqa: E402
+from eqgat.models import build_model, count_parameters, task_model_hparams  # noqa: E402
+from eqgat.tasks import TASKS  # noqa: E402
 from preprocess.neighbors import radius_graph_batch  # noqa: E402
 from torch_geometric.data import Batch  # noqa: E402
 
@@ -47,8 +47,8 @@ DENSITY = 0.05
 
 
 def make_batch(config: str, batch_size: int, atoms: int, seed: int) -> Batch:
-    cfg = PAPER_CONFIGS[config]
-    cutoff = float(cfg["cutoff"])
+    cfg = TASKS[config].model_preset("eqgat")
+    cutoff = float(TASKS[config].protocol["graph"]["cutoff"])
     if config == "triangle":
         from preprocess.triangle import generate_triangle_clouds
 
@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|")
     for name in args.models:
         torch.manual_seed(args.seed)
-        model = build_model(name, **model_config(name, args.config)).to(device)
+        task = TASKS[args.config]
+        model = build_model(name, **task_model_hparams(task, name, task.protocol["graph"]["cutoff"])).to(device)
         t = time_steps(model, data, args.repeats, device)
         print(
             f"| {name} | {count_parameters(model):,} | {1e3 * t['step']:.1f} | {1e3 * t['forward']:.1f} | "

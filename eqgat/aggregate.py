@@ -12,10 +12,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from eqgat.configs import paper_param_count
-from preprocess.atomic import atomic_path, write_text_atomic
-from eqgat.paper import MODEL_LABELS, PAPER_RESULTS, paper_value
+from eqgat.paper import MODEL_LABELS, PAPER_RESULTS, paper_param_count, paper_value
 from eqgat.tasks import get_task
+from preprocess.atomic import atomic_path, write_text_atomic
 
 CSV_COLUMNS = ("task", "model", "metric", "direction", "n_runs", "seeds", "mean", "std", "paper_mean", "paper_std", "num_parameters", "paper_num_parameters")
 
@@ -43,12 +42,12 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (task_name, model), group in sorted(grouped.items()):
         task = get_task(task_name)
         for metric in task.table_metrics:
-            values = [r["test"][metric] for r in group]
+            values = [r["test"][metric.name] for r in group]
             mean, std = mean_std(values)
-            paper = paper_value(task_name, model, metric)
+            paper = paper_value(task_name, model, metric.name)
             rows.append({
-                "task": task_name, "model": model, "metric": metric,
-                "direction": "higher" if task.higher_is_better else "lower",
+                "task": task_name, "model": model, "metric": metric.name,
+                "direction": metric.direction,
                 "n_runs": len(values), "seeds": " ".join(str(r.get("seed")) for r in sorted(group, key=lambda r: r.get("seed", 0))),
                 "mean": mean, "std": std,
                 "paper_mean": paper[0] if paper else None, "paper_std": paper[1] if paper else None,
@@ -66,18 +65,19 @@ def _fmt(mean: float | None, std: float | None) -> str:
 
 def markdown_table(rows: list[dict[str, Any]], notes: dict[str, str] | None = None) -> str:
     """Per task: our models (mean ± std over seeds) beside the paper, then paper-only rows."""
-    out = ["# Results", "", "Test-set metrics, mean ± sample standard deviation over seeds (n = runs).", ""]
+    out = ["# Results", "", "Test-set metrics, mean ± sample standard deviation over seeds (n = runs); "
+           "↑ higher is better, ↓ lower is better.", ""]
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_task[row["task"]].append(row)
     for task_name, task_rows in by_task.items():
         task = get_task(task_name)
-        metrics = task.table_metrics
-        arrow = "↑" if task.higher_is_better else "↓"
-        out += [f"## {task_name} ({', '.join(metrics)} {arrow})", ""]
+        labelled = [f"{m.name} {m.arrow}" for m in task.table_metrics]
+        metrics = [m.name for m in task.table_metrics]
+        out += [f"## {task_name}: {task.title} ({', '.join(labelled)})", ""]
         if notes and task_name in notes:
             out += [notes[task_name], ""]
-        header = ["model", "n"] + [f"{m} (ours)" for m in metrics] + [f"{m} (paper)" for m in metrics] + ["parameters", "parameters (paper)"]
+        header = ["model", "n"] + [f"{m} (ours)" for m in labelled] + [f"{m} (paper)" for m in labelled] + ["parameters", "parameters (paper)"]
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         ours = defaultdict(dict)
         for row in task_rows:
@@ -131,7 +131,7 @@ def plot_learning_curves(log_files: dict[tuple[str, str, int], str | Path], path
         ax.plot(epochs, [float(r["train_loss"]) for r in rows], color=colour, marker=marker, markersize=3, linestyle=":", alpha=0.6)
         ax.set_title(f"{task}: loss per epoch (dotted: train)")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(f"{get_task(task).loss_name} loss")
+        ax.set_ylabel("loss (the run's training loss)")
         ax.set_yscale("log")
         ax.legend(fontsize=7)
     fig.tight_layout()

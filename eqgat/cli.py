@@ -1,4 +1,9 @@
-"""Command-line entry points used by the workflow rules: `python -m eqgat {train,evaluate,aggregate,params}`."""
+"""Command-line entry points used by the workflow rules:
+``python -m eqgat {train,evaluate,aggregate,params}``.
+
+A task's settings are its paper protocol (:mod:`eqgat.tasks`) with the config section given as
+``--section JSON`` laid over it; a few flags override single training settings.
+"""
 from __future__ import annotations
 
 import argparse
@@ -19,14 +24,8 @@ def setup_logging() -> None:
     logging.getLogger("numexpr").setLevel(logging.WARNING)  # "NumExpr defaulting to N threads"
 
 
-def model_spec(task_name: str, model: str, preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The model name and its full hyper-parameters: a paper preset, the task's head, overrides."""
-    from eqgat.configs import model_config
-    from eqgat.tasks import get_task
-
-    task = get_task(task_name)
-    hparams = {**model_config(model, preset), "out_dim": task.out_dim, "readout": task.readout, **overrides}
-    return {"name": model, "hparams": hparams}
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def manifest_path(data_dir: str) -> Path:
@@ -36,50 +35,104 @@ def manifest_path(data_dir: str) -> Path:
     return path
 
 
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def graphs_info(data_dir: str, task) -> tuple[Path, dict[str, Any]]:
+    """The manifest of a graph folder and its attributes; the graphs must be the task's."""
+    from preprocess.shards import read_manifest
+
+    path = manifest_path(data_dir)
+    attrs = read_manifest(path).get("attrs", {})
+    if attrs.get("task") != task.name:
+        raise ValueError(f"{path} holds graphs of task {attrs.get('task')!r}, not {task.name!r}")
+    return path, attrs
+
+
+def effective_section(task, section_json: str | None, args: argparse.Namespace | None = None) -> dict[str, Any]:
+    """The task's protocol with ``--section`` and the training flags laid over it."""
+    from eqgat.tasks.config import task_section
+
+    section = task_section(task, json.loads(section_json) if section_json else None)
+    for key in ("epochs", "batch_size", "lr", "loss", "selection", "schedule", "warmup_epochs"):
+        value = getattr(args, key, None) if args is not None else None
+        if value is not None:
+            section["train"][key] = value
+    return section
+
+
+def check_cutoff(section: dict[str, Any], attrs: dict[str, Any], manifest: Path) -> float:
+    """The graphs' cutoff, which is the model's; a config that says otherwise is an error."""
+    built = float(attrs["cutoff"])
+    wanted = float(section["graph"]["cutoff"])
+    if wanted != built:
+        raise ValueError(f"the graphs in {manifest.parent} were built with cutoff {built} Å but the task's "
+                         f"graph.cutoff is {wanted} Å: rebuild the graphs or fix the config")
+    return built
+
+
+def split_dataset(task, manifest: Path, split: str, section: dict[str, Any], seed: int):
+    """The task's view of one split, refusing an empty split with the skip counts of its build."""
+    from eqgat.data import ShardDataset
+
+    dataset = (task.dataset(manifest, split, section, seed) if task.dataset is not None
+               else ShardDataset(manifest, split))
+    if len(dataset) == 0:
+        raise ValueError(f"task {task.name}: the {split} split has no graphs ({skipped_summary(manifest.parent, split)})")
+    return dataset
+
+
+def skipped_summary(data_dir: Path, split: str) -> str:
+    """What the graph build skipped in a split, from its ``skip_report.json``."""
+    path = data_dir / "skip_report.json"
+    if not path.exists():
+        return "no skip report"
+    report = json.loads(path.read_text()).get(split, {})
+    counts = report.get("counts", {})
+    if not counts:
+        return "nothing was skipped: the split is empty in the source"
+    detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(counts.items()))
+    return f"{report.get('total', sum(counts.values()))} skipped: {detail}"
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from eqgat.data import ShardDataset
     from eqgat.device import select_device
-    from eqgat.models import build_model
+    from eqgat.models import build_model, task_model_hparams
     from eqgat.provenance import code_version
     from eqgat.tasks import get_task
+    from eqgat.train.checkpoint import fingerprint
     from eqgat.train.loop import TrainSettings, seed_everything, train
 
     torch.set_num_threads(args.threads)
     task = get_task(args.task)
-    spec = model_spec(args.task, args.model, args.preset, json.loads(args.hparams))
-    settings = TrainSettings(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_factor=args.lr_factor,
-        lr_patience=args.lr_patience, lr_min=args.lr_min, clip_norm=args.clip_norm, seed=args.seed,
-        num_workers=args.loader_workers, amp=args.amp,
-    )
-    manifest = manifest_path(args.data)
+    section = effective_section(task, args.section, args)
+    manifest, attrs = graphs_info(args.data, task)
+    cutoff = check_cutoff(section, attrs, manifest)
+    overrides = {**section["model"]["overrides"].get(args.model, {}), **json.loads(args.hparams)}
+    spec = {"name": args.model, "hparams": task_model_hparams(task, args.model, cutoff, overrides)}
+    settings = TrainSettings.from_section(section["train"], seed=args.seed, num_workers=args.loader_workers, amp=args.amp)
+    train_set = split_dataset(task, manifest, "train", section, args.seed)
+    val_set = split_dataset(task, manifest, "val", section, args.seed)
     device = select_device(args.device)
     seed_everything(args.seed)
     model = build_model(spec["name"], **spec["hparams"])
-    log.info("task %s model %s (%d parameters) on %s", task.name, spec["name"], sum(p.numel() for p in model.parameters()), device)
-    train(
-        model, spec, task, ShardDataset(manifest, "train"), ShardDataset(manifest, "val"), settings, args.out, device,
-        data_fingerprint=file_digest(manifest), progress=not args.no_progress, code_version=code_version("train"),
-    )
+    log.info("task %s model %s (%d parameters) on %s; %d training and %d validation graphs", task.name, spec["name"],
+             sum(p.numel() for p in model.parameters()), device, len(train_set), len(val_set))
+    # the data a run sees: the graphs and the task's own data settings (e.g. PPI pair sampling)
+    data = fingerprint(file_digest(manifest), {k: v for k, v in section.items() if k not in ("model", "train")})
+    train(model, spec, task, train_set, val_set, settings, args.out, device, data_fingerprint=data,
+          progress=not args.no_progress, code_version=code_version("train", task.name))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from eqgat.data import ShardDataset
     from eqgat.device import select_device
     from eqgat.tasks import get_task
     from eqgat.train.evaluate import evaluate
 
     torch.set_num_threads(args.threads)
-    manifest = manifest_path(args.data)
-    splits = {split: ShardDataset(manifest, split) for split in args.splits}
-    result = evaluate(
-        args.checkpoint, get_task(args.task), splits, args.batch_size, select_device(args.device),
-        args.out, args.predictions, extra={"seed": args.seed},
-    )
+    task = get_task(args.task)
+    section = effective_section(task, args.section)
+    manifest, _ = graphs_info(args.data, task)
+    splits = {split: split_dataset(task, manifest, split, section, args.seed) for split in args.splits}
+    result = evaluate(args.checkpoint, task, splits, args.batch_size or section["train"]["batch_size"],
+                      select_device(args.device), args.out, args.predictions, extra={"seed": args.seed})
     log.info("test metrics: %s", json.dumps(result.get("test", {})))
 
 
@@ -97,42 +150,48 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
 
 
 def cmd_params(args: argparse.Namespace) -> None:
-    from eqgat.configs import main
+    from eqgat.params import print_param_table
 
-    main(["--model", *args.model])
+    print_param_table(args.model)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eqgat.models import MODELS
+    from eqgat.tasks import TASKS
+
     parser = argparse.ArgumentParser(prog="python -m eqgat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--task", required=True)
+        p.add_argument("--task", required=True, choices=list(TASKS))
         p.add_argument("--data", required=True, help="graph directory holding manifest.json")
+        p.add_argument("--section", default=None,
+                       help="JSON: the task's config section (graph, train, ...) laid over its paper protocol")
         p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
         p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--batch-size", type=int, default=32)
 
     p = sub.add_parser("train", help="train one (task, model, seed); resumes from its last checkpoint")
     common(p)
-    p.add_argument("--model", default="eqgat")
-    p.add_argument("--preset", required=True, help="paper configuration: lba, psr, rsr, res, ppi, triangle")
-    p.add_argument("--hparams", default="{}", help="JSON object of model hyper-parameter overrides")
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--lr-factor", type=float, default=0.75)
-    p.add_argument("--lr-patience", type=int, default=10)
-    p.add_argument("--lr-min", type=float, default=1e-7)
-    p.add_argument("--clip-norm", type=float, default=10.0)
+    p.add_argument("--model", default="eqgat", choices=list(MODELS))
+    p.add_argument("--hparams", default="{}", help="JSON object of this model's hyper-parameter overrides")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--loss", default=None, help="one of the task's declared losses")
+    p.add_argument("--selection", default=None, help="'loss' or a task metric: selects the best checkpoint")
+    p.add_argument("--schedule", default=None, choices=["plateau", "cosine"])
+    p.add_argument("--warmup-epochs", type=float, default=None)
     p.add_argument("--loader-workers", type=int, default=0)
-    p.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 autocast) on CUDA")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
+                   help="mixed precision (bfloat16 autocast) on CUDA")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="run directory")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of the best checkpoint")
     common(p)
+    p.add_argument("--batch-size", type=int, default=None, help="default: the task's training batch size")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--splits", nargs="+", default=["val", "test"])
     p.add_argument("--out", required=True, help="metrics JSON")
@@ -147,18 +206,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-png", required=True)
     p.set_defaults(func=cmd_aggregate)
 
-    p = sub.add_parser("params", help="parameter counts of the paper configurations")
-    p.add_argument("--model", nargs="+", default=["eqgat"], help="registered model names")
+    p = sub.add_parser("params", help="parameter counts of the models the paper configuration trains")
+    p.add_argument("--model", nargs="+", default=["eqgat"], choices=list(MODELS), help="registered model names")
     p.set_defaults(func=cmd_params)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from eqgat.train.checkpoint import CheckpointError
+
     setup_logging()
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as exc:
+    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError, CheckpointError, KeyError) as exc:
         log.error("%s", exc)
         return 1
     return 0

@@ -150,3 +150,22 @@ def average_precision(score: np.ndarray, label: np.ndarray) -> float:
     recall = tp / n_pos
     recall_steps = np.diff(np.concatenate(([0.0], recall)))
     return float(np.sum(recall_steps * precision))
+
+
+#: targets with fewer decoys than this are left out of the per-target mean (a rank correlation
+#: of two points is always +-1); ``per_target_used``/``per_target_skipped`` say how many
+MIN_DECOYS_PER_TARGET = 3
+
+
+def ranking_metrics(pred: np.ndarray, target: np.ndarray, groups: Sequence[str],
+                    min_size: int = MIN_DECOYS_PER_TARGET) -> dict[str, float]:
+    """Structure ranking (PSR, RSR): rank and linear correlations within each group (the
+    target a decoy belongs to), averaged ("mean_"), and over the whole set ("global_")."""
+    pred, target = np.asarray(pred).reshape(-1), np.asarray(target).reshape(-1)
+    out: dict[str, float] = {"mse": mse(pred, target), "rmse": rmse(pred, target)}
+    used = skipped = 0
+    for name, fn in (("spearman", spearman), ("pearson", pearson), ("kendall", kendall_tau_b)):
+        out[f"mean_{name}"], used, skipped = per_group_mean(fn, pred, target, groups, min_size)
+        out[f"global_{name}"] = fn(pred, target)
+    out["per_target_used"], out["per_target_skipped"] = used, skipped
+    return out

@@ -70,6 +70,23 @@ def _build() -> dict[tuple[str, str], dict[str, Number]]:
 PAPER_RESULTS: dict[tuple[str, str], dict[str, Number]] = _build()
 PAPER_TRIANGLE_PARAMS_K: dict[str, float] = {m: k for m, (_, k) in _TABLE3.items()}
 
+# EQGAT parameter counts as the paper prints them (Table 2, rounded; PSR/RSR's 383k is the count
+# of the authors' model built without its norm); PPI is not reported.
+PAPER_EQGAT_PARAMS: dict[str, int] = {"lba": 238_000, "psr": 383_000, "rsr": 383_000, "res": 386_000}
+
+# EQGAT parameter counts of the models the authors' training scripts build (with a norm after
+# every layer and before the readout, except LBA): what our paper configuration must equal.
+AUTHORS_EQGAT_PARAMS: dict[str, int] = {
+    "lba": 237_933, "psr": 384_709, "rsr": 384_709, "res": 386_628, "ppi": 394_709, "triangle": 27_411,
+}
+
+
+def paper_param_count(model: str, task: str) -> int | None:
+    """The paper's (rounded) parameter count for a model on a task, where it reports one."""
+    if task == "triangle" and model in PAPER_TRIANGLE_PARAMS_K:
+        return int(round(PAPER_TRIANGLE_PARAMS_K[model] * 1000))
+    return PAPER_EQGAT_PARAMS.get(task) if model == "eqgat" else None
+
 
 def paper_value(task: str, model: str, metric: str) -> Number | None:
     """The paper's (mean, std) for a task/model/metric, or None if the paper has none."""

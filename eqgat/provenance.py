@@ -2,30 +2,57 @@
 
 Snakemake does not track code imported by a shell command, so the workflow puts these hashes
 into its rules' params (a changed hash reruns the stage), and training resumes only a
-checkpoint written by the same training code.
+checkpoint written by the same training code. A stage of a task also runs the task's own
+files: its declaration module (``eqgat/tasks/<task>.py``) and, for the graphs, its reader and
+source modules, so an edit to one task reruns that task's stages only.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 from pathlib import Path
 
 #: the repository (or site-packages) folder holding the `eqgat` and `preprocess` packages
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
+_TASK_COMMON = ("eqgat/tasks/spec.py", "eqgat/tasks/_atom3d.py")
+
 #: stage -> source files, or folders whose *.py files count, relative to SOURCE_ROOT
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "generate": ("preprocess/triangle.py",),
-    "graphs": ("preprocess/neighbors.py", "preprocess/shards.py", "preprocess/build.py"),
-    "graphs_atom3d": ("preprocess/neighbors.py", "preprocess/shards.py", "preprocess/build.py",
-                      "preprocess/atom3d_shards.py", "preprocess/readers", "preprocess/elements.py"),
-    "train": ("eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks.py", "eqgat/configs.py"),
-    "evaluate": ("eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks.py", "eqgat/metrics.py"),
-    "aggregate": ("eqgat/aggregate.py", "eqgat/paper.py", "eqgat/tasks.py", "eqgat/metrics.py"),
+    "graphs": ("preprocess/neighbors.py", "preprocess/shards.py", "preprocess/build.py", "preprocess/task_shards.py",
+               "preprocess/sources.py", "preprocess/readers/__init__.py", "preprocess/readers/report.py",
+               "preprocess/readers/lmdb_records.py", "preprocess/elements.py", *_TASK_COMMON),
+    "train": ("eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks/losses.py", "eqgat/metrics.py",
+              "preprocess/shards.py", "preprocess/neighbors.py", *_TASK_COMMON),
+    "evaluate": ("eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks/losses.py", "eqgat/metrics.py",
+                 "preprocess/shards.py", "preprocess/neighbors.py", *_TASK_COMMON),
+    "aggregate": ("eqgat/aggregate.py", "eqgat/paper.py", *_TASK_COMMON),
 }
 
+#: stages whose hash also covers the data-reading code of each task (reader and source)
+_READING_STAGES = ("graphs",)
 
-def stage_files(stage: str, root: Path = SOURCE_ROOT) -> list[Path]:
-    """The source files of `stage` below `root`, in a stable order."""
+
+def task_files(task_name: str, stage: str, root: Path = SOURCE_ROOT) -> list[Path]:
+    """A task's own files for a stage: its declaration, and for the graphs its reader and source."""
+    from eqgat.tasks import get_task, task_module_file
+
+    task = get_task(task_name)
+    files = [task_module_file(task_name)]
+    if stage in _READING_STAGES:
+        for obj in (task.reader, type(task.source)):
+            if obj is not None:
+                files.append(Path(inspect.getsourcefile(obj)))
+    out = []
+    for f in dict.fromkeys(files):
+        rel = f.resolve().relative_to(SOURCE_ROOT)
+        out.append(root / rel)
+    return out
+
+
+def stage_files(stage: str, root: Path = SOURCE_ROOT, tasks: tuple[str, ...] = ()) -> list[Path]:
+    """The source files of `stage` (and of its `tasks`) below `root`, in a stable order."""
     if stage not in STAGE_SOURCES:
         raise KeyError(f"unknown pipeline stage {stage!r}; known: {', '.join(STAGE_SOURCES)}")
     files: list[Path] = []
@@ -37,13 +64,20 @@ def stage_files(stage: str, root: Path = SOURCE_ROOT) -> list[Path]:
             files.append(path)
         else:
             raise FileNotFoundError(f"source {path} of stage {stage!r} does not exist")
+    for task in tasks:
+        for path in task_files(task, stage, root):
+            if not path.is_file():
+                raise FileNotFoundError(f"source {path} of task {task!r} does not exist")
+            if path not in files:
+                files.append(path)
     return files
 
 
-def code_version(stage: str, root: Path = SOURCE_ROOT) -> str:
-    """A 16-hex-digit hash of the paths and contents of the source files `stage` runs."""
+def code_version(stage: str, *tasks: str, root: Path = SOURCE_ROOT) -> str:
+    """A 16-hex-digit hash of the paths and contents of the source files `stage` runs for
+    `tasks`."""
     digest = hashlib.sha256()
-    for f in stage_files(stage, root):
+    for f in stage_files(stage, root, tasks):
         digest.update(f.relative_to(root).as_posix().encode())
         digest.update(f.read_bytes())
     return digest.hexdigest()[:16]

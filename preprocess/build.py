@@ -8,7 +8,8 @@ own shard file atomically and returning small metadata; the driver then writes
 ``ShardTask`` payloads and a ``make_block``; :func:`block_from_records` turns records
 ``(id, pos, z, y, center_index)`` into a block (one batched neighbour search per block).
 
-The Triangle source is :func:`build_triangle_shards`.
+The sources of the declared tasks are in :mod:`preprocess.sources` and
+:mod:`preprocess.triangle`; :mod:`preprocess.task_shards` drives them.
 """
 
 from __future__ import annotations
@@ -30,10 +31,8 @@ __all__ = [
     "run_shard_task",
     "block_from_arrays",
     "block_from_records",
-    "triangle_tasks",
-    "triangle_make_block",
-    "build_triangle_shards",
     "set_numba_threads",
+    "shard_relpath",
 ]
 
 log = logging.getLogger(__name__)
@@ -127,8 +126,9 @@ def block_from_records(records: Iterable, cutoff: float, max_neighbors: int | No
 # ----------------------------------------------------------------------------------------
 def run_shard_task(task: ShardTask, make_block: Callable[[ShardTask], GraphBlock | tuple[GraphBlock, dict]],
                    out_dir: str, attrs: Mapping, compression: str | None = None,
-                   numba_threads: int = 1, sha256: bool = False) -> dict:
-    """Make one block and write its shard; return small metadata for the manifest."""
+                   numba_threads: int = 1) -> dict:
+    """Make one block and write its shard; return small metadata for the manifest (counts,
+    file size and SHA-256, and the source's skip report)."""
     set_numba_threads(numba_threads)
     made = make_block(task)
     # a source may also return a small JSON-able report (e.g. skipped records) for the manifest
@@ -137,11 +137,9 @@ def run_shard_task(task: ShardTask, make_block: Callable[[ShardTask], GraphBlock
     write_shard(path, block, attrs, compression=compression)
     meta = {"split": task.split, "index": task.index, "path": task.path,
             "num_graphs": block.num_graphs, "num_nodes": block.num_nodes,
-            "num_edges": block.num_edges}
+            "num_edges": block.num_edges, "size": path.stat().st_size, "sha256": sha256_file(path)}
     if report:
         meta["skipped"] = report
-    if sha256:
-        meta["sha256"] = sha256_file(path)
     return meta
 
 
@@ -155,7 +153,7 @@ def _progress(total: int, enabled: bool, desc: str):
 
 def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], GraphBlock],
                  out_dir, attrs: Mapping, workers: int = 1, scheduler: str | None = None,
-                 threads: int = 1, progress: bool = True, sha256: bool = False,
+                 threads: int = 1, progress: bool = True,
                  compression: str | None = None, desc: str = "shards",
                  slurm: Mapping | None = None) -> dict:
     """Run every task, then write ``out_dir/manifest.json`` (atomically, last).
@@ -189,12 +187,12 @@ def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], G
             log.info("building %d shards serially (numba threads=%d)", len(tasks), threads)
             for t in tasks:
                 results.append(run_shard_task(t, make_block, str(out_dir), attrs,
-                                              compression, threads, sha256))
+                                              compression, threads))
                 if bar is not None:
                     bar.update(1)
         else:
             results = _run_dask(tasks, make_block, str(out_dir), attrs, workers, scheduler,
-                                compression, sha256, bar, slurm)
+                                compression, bar, slurm)
     finally:
         if bar is not None:
             bar.close()
@@ -208,14 +206,14 @@ def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], G
     return manifest
 
 
-def _run_dask(tasks, make_block, out_dir, attrs, workers, scheduler, compression, sha256, bar, slurm=None):
+def _run_dask(tasks, make_block, out_dir, attrs, workers, scheduler, compression, bar, slurm=None):
     from dask.distributed import as_completed
 
     from .cluster import dask_client
 
     with dask_client(workers, scheduler, slurm) as client:
         futures = [client.submit(run_shard_task, t, make_block, out_dir, attrs, compression, 1,
-                                 sha256, key=f"shard-{t.split}-{t.index}-{os.getpid()}-"
+                                 key=f"shard-{t.split}-{t.index}-{os.getpid()}-"
                                              f"{id(tasks)}", pure=False)
                    for t in tasks]
         results = []
@@ -240,84 +238,3 @@ def _remove_stale_shards(out_dir: Path, keep: set) -> None:
             if rel not in keep:
                 log.info("removing stale shard %s", f)
                 f.unlink()
-
-
-# ----------------------------------------------------------------------------------------
-# Triangle source
-# ----------------------------------------------------------------------------------------
-def triangle_tasks(raw_path, shard_size: int = 1000) -> list[ShardTask]:
-    """One task per ``shard_size`` clouds of each split (clouds in raw-file order)."""
-    import h5py
-
-    from .triangle import SPLIT_NAMES
-
-    if shard_size < 1:
-        raise ValueError("shard_size must be >= 1")
-    with h5py.File(raw_path, "r") as f:
-        split = f["split"][()]
-    tasks = []
-    for code, name in enumerate(SPLIT_NAMES):
-        idx = np.flatnonzero(split == code).astype(np.int64)
-        for k, start in enumerate(range(0, len(idx), shard_size)):
-            tasks.append(ShardTask(split=name, index=k, path=shard_relpath(name, k),
-                                   payload=idx[start:start + shard_size]))
-    return tasks
-
-
-def triangle_make_block(task: ShardTask, raw_path: str, cutoff: float,
-                        max_neighbors: int | None = None,
-                        graph_fn: Callable | None = None) -> GraphBlock:
-    """Read the task's clouds from the raw file (opened read-only here) -> GraphBlock."""
-    import h5py
-
-    idx = np.asarray(task.payload, dtype=np.int64)
-    lo, hi = int(idx[0]), int(idx[-1]) + 1
-    with h5py.File(raw_path, "r") as f:
-        pos = f["pos"][lo:hi][idx - lo]
-        z = f["z"][lo:hi][idx - lo]
-        y = f["y"][lo:hi][idx - lo]
-    G, n = z.shape
-    node_ptr = np.arange(G + 1, dtype=np.int64) * n
-    ids = [f"triangle-{k:06d}" for k in idx.tolist()]
-    return block_from_arrays(pos.reshape(-1, 3), z.reshape(-1), node_ptr, y, ids, cutoff,
-                             max_neighbors, None, graph_fn)
-
-
-def build_triangle_shards(raw_path, out_dir, cutoff: float, max_neighbors: int | None = None,
-                          shard_size: int = 1000, workers: int = 1,
-                          scheduler: str | None = None, progress: bool = True,
-                          threads: int = 1, sha256: bool = False,
-                          compression: str | None = None,
-                          graph_fn: Callable | None = None, slurm: Mapping | None = None) -> dict:
-    """Shard a raw Triangle file (see ``preprocess.triangle.write_raw``); return the manifest."""
-    from .triangle import read_raw_attrs
-
-    raw_path = Path(raw_path).resolve()
-    raw = read_raw_attrs(raw_path)
-    if raw.get("task") != "triangle":
-        raise ValueError(f"{raw_path}: not a raw Triangle file (task={raw.get('task')!r})")
-    if max_neighbors is not None and max_neighbors < 0:
-        max_neighbors = None
-    source = (f"preprocess generate-triangle seed={raw['seed']} num_clouds={raw['num_clouds']} "
-              f"num_points={raw['num_points']} radius={raw['radius']} "
-              f"min_dist={raw['min_dist']} (raw file {raw_path.name})")
-    attrs = {
-        "task": "triangle",
-        "cutoff": float(cutoff),
-        "max_neighbors": -1 if max_neighbors is None else int(max_neighbors),
-        "source": source,
-        "target_names": ",".join(raw.get("target_names", [])),
-        "raw_seed": int(raw["seed"]),
-        "raw_num_clouds": int(raw["num_clouds"]),
-        "raw_num_points": int(raw["num_points"]),
-        "raw_radius": float(raw["radius"]),
-        "raw_min_dist": float(raw["min_dist"]),
-    }
-    tasks = triangle_tasks(raw_path, shard_size)
-    make_block = functools.partial(triangle_make_block, raw_path=str(raw_path),
-                                   cutoff=float(cutoff), max_neighbors=max_neighbors,
-                                   graph_fn=graph_fn)
-    return build_shards(tasks, make_block, out_dir, attrs, workers=workers,
-                        scheduler=scheduler, threads=threads, progress=progress,
-                        sha256=sha256, compression=compression, desc="triangle shards",
-                        slurm=slurm)

@@ -34,27 +34,27 @@ def _cmd_generate_triangle(args) -> int:
 
 
 def _cmd_build_graphs(args) -> int:
+    from eqgat.tasks import get_task
+
+    from .task_shards import build_task_shards
+
     t0 = time.perf_counter()
-    common = dict(cutoff=args.cutoff, max_neighbors=args.max_neighbors, shard_size=args.shard_size,
-                  workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
-                  threads=args.threads, slurm=json.loads(args.dask_slurm) if args.dask_slurm else None)
-    if args.task == "triangle":
-        from .build import build_triangle_shards
-
-        if not args.raw:
-            raise ValueError("build-graphs --task triangle needs --raw")
-        manifest = build_triangle_shards(args.raw, args.out, sha256=args.sha256,
-                                         compression=args.compression, **common)
-    else:
-        from .atom3d_shards import build_atom3d_shards
-
-        if not args.source:
-            raise ValueError(f"build-graphs --task {args.task} needs --source (the extracted download)")
-        manifest = build_atom3d_shards(args.task, args.source, args.out, strict=args.strict,
-                                       max_records=args.max_records, seed=args.seed, **common)
+    task = get_task(args.task)
+    location = args.source or args.raw
+    if not location:
+        raise ValueError(f"build-graphs --task {args.task} needs --source (the generated file, the extracted "
+                         f"download or the structure folder)")
+    options = json.loads(args.options) if args.options else {}
+    if args.max_records is not None:
+        options["max_records"] = args.max_records
+    manifest = build_task_shards(
+        task, location, args.out, cutoff=args.cutoff, max_neighbors=args.max_neighbors, shard_size=args.shard_size,
+        workers=args.workers, scheduler=args.scheduler or None, threads=args.threads,
+        strict=args.strict or bool(options.get("strict")), options=options,
+        progress=not args.no_progress, compression=args.compression,
+        slurm=json.loads(args.dask_slurm) if args.dask_slurm else None)
     n = sum(s["num_graphs"] for s in manifest["splits"].values())
-    log.info("built %d graphs in %.1f s -> %s/manifest.json", n, time.perf_counter() - t0,
-             args.out)
+    log.info("built %d graphs in %.1f s -> %s/manifest.json", n, time.perf_counter() - t0, args.out)
     return 0
 
 
@@ -75,13 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=1, help="Numba threads")
     g.set_defaults(func=_cmd_generate_triangle)
 
+    from eqgat.tasks import TASKS
+
     b = sub.add_parser("build-graphs", help="build HDF5 graph shards + manifest.json")
-    b.add_argument("--task", required=True, choices=["triangle", "lba", "psr", "rsr", "res", "ppi"])
-    b.add_argument("--raw", help="Triangle: the raw HDF5 file")
-    b.add_argument("--source", help="ATOM3D: the folder the task's archive(s) were extracted into")
-    b.add_argument("--strict", action="store_true", help="ATOM3D: a bad record is an error (default: skip and count)")
-    b.add_argument("--max-records", type=int, default=None, help="ATOM3D: read at most this many records per split")
-    b.add_argument("--seed", type=int, default=0, help="PPI: seed of the negative pair sampling")
+    b.add_argument("--task", required=True, choices=list(TASKS))
+    b.add_argument("--source", help="the task's data: the raw Triangle file, the folder an ATOM3D download was "
+                                    "extracted into, or a structure folder")
+    b.add_argument("--raw", help="same as --source (the raw Triangle file)")
+    b.add_argument("--options", default=None, help="JSON: the task's config keys its source and reader read "
+                                                   "(e.g. the LBA split, a folder's labels)")
+    b.add_argument("--strict", action="store_true", help="a bad record is an error (default: skip and count)")
+    b.add_argument("--max-records", type=int, default=None, help="read at most this many records per split")
     b.add_argument("--out", required=True, help="output directory")
     b.add_argument("--cutoff", type=float, required=True)
     b.add_argument("--max-neighbors", type=int, default=None)
@@ -92,7 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--scheduler", default=None, help="address of an existing Dask scheduler")
     b.add_argument("--dask-slurm", default=None, help="JSON settings of a dask-jobqueue SLURMCluster (see preprocess.cluster)")
     b.add_argument("--compression", default=None, help="HDF5 filter (e.g. gzip, lzf)")
-    b.add_argument("--sha256", action="store_true", help="record shard checksums")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=_cmd_build_graphs)
     return p

@@ -2,7 +2,8 @@
 
 Three layers, usable on their own:
 
-* :data:`ARCHIVES` / :func:`archive_url` -- what to fetch for each task and from where.
+* :func:`archives` / :func:`archive_url` -- what to fetch for each dataset (as the task
+  declarations say) and from where.
 * :func:`download` -- one URL to one file: streamed to ``dest + ".part"``, resumed with HTTP
   ``Range`` requests, retried with capped exponential back-off, verified (size, md5/sha256) and
   renamed into place atomically.  An existing verified ``dest`` is never fetched again.
@@ -96,41 +97,20 @@ class Archive:
                            self.record, self.filename)
 
 
-# Zenodo exposes the md5 of every file in its API (https://zenodo.org/api/records/<record>), which
-# the development machines cannot reach: the checksums are left None here and are supplied with
-# a checksum file (--checksums-file / $EQGAT_DOWNLOAD_CHECKSUMS) or --checksum.  See
-# docs/download.md, "Adding checksums".
-ARCHIVES: dict[str, tuple[Archive, ...]] = {
-    "lba30": (
-        Archive("lba30", "4914718", "LBA-split-by-sequence-identity-30.tar.gz",
-                "split-by-sequence-identity-30",
-                "split-by-sequence-identity-30/data/{train,val,test}", int(0.56 * _GB)),
-    ),
-    "lba60": (
-        Archive("lba60", "4914718", "LBA-split-by-sequence-identity-60.tar.gz",
-                "split-by-sequence-identity-60",
-                "split-by-sequence-identity-60/data/{train,val,test}", int(0.56 * _GB)),
-    ),
-    "psr": (
-        Archive("psr", "4915648", "PSR-split-by-year.tar.gz", "split-by-year",
-                "split-by-year/data/{train,val,test}", int(2.0 * _GB)),
-    ),
-    "rsr": (
-        Archive("rsr", "4961085", "RSR-candidates-split-by-time.tar.gz",
-                "candidates-split-by-time",
-                "candidates-split-by-time/data/{train,val,test}", int(1.3 * _GB)),
-    ),
-    "res": (
-        Archive("res", "5026743", "RES-raw.tar.gz", "raw", "raw/RES/data", int(31.6 * _GB)),
-        # size not in our notes (small: three text files of indices)
-        Archive("res", "5026743", "RES-split-by-cath-topology-indices.tar.gz", "indices",
-                "indices/{train,val,test}_indices.txt", None),
-    ),
-    "ppi": (
-        Archive("ppi", "4911102", "PPI-DIPS-split.tar.gz", "DIPS-split",
-                "DIPS-split/data/{train,val,test}", int(13.6 * _GB)),
-    ),
-}
+# Each task declares the archives of its datasets (eqgat/tasks/<task>.py). Zenodo exposes the md5
+# of every file in its API (https://zenodo.org/api/records/<record>), which the development
+# machines cannot reach: the checksums are left None there and are supplied with a checksum file
+# (--checksums-file / $EQGAT_DOWNLOAD_CHECKSUMS) or --checksum. See docs/download.md, "Adding
+# checksums".
+def archives() -> dict[str, tuple[Archive, ...]]:
+    """Every dataset the declared tasks download: dataset name -> its archives."""
+    from eqgat.tasks import TASKS
+
+    out: dict[str, tuple[Archive, ...]] = {}
+    for task in TASKS.values():
+        out.update(getattr(task.source, "datasets", {}))
+    return out
+
 
 #: Alternatives that no workflow rule uses: the pre-split RES LMDBs (same record) instead of
 #: raw + indices.  Its inner layout and size are not in our notes.
@@ -143,7 +123,7 @@ OPTIONAL_ARCHIVES: dict[str, tuple[Archive, ...]] = {
 
 
 def all_archives() -> dict[str, tuple[Archive, ...]]:
-    return {**ARCHIVES, **OPTIONAL_ARCHIVES}
+    return {**archives(), **OPTIONAL_ARCHIVES}
 
 
 def default_base_url() -> str:
@@ -964,6 +944,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checksum", action="append", default=[], metavar="[NAME=]ALGO:HEX",
                    help="expected md5/sha256; repeatable; NAME= is needed for tasks with "
                         "several archives")
+    p.add_argument("--checksums-json", default=None, metavar="JSON",
+                   help="JSON object archive name -> 'md5:<hex>' / 'sha256:<hex>'")
     p.add_argument("--checksums-file", default=None,
                    help=f"JSON/YAML mapping archive name -> 'md5:<hex>' (default: "
                         f"${CHECKSUMS_ENV} if set)")
@@ -999,6 +981,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfile = args.checksums_file or os.environ.get(CHECKSUMS_ENV)
         if cfile:
             checksums.update(load_checksums(cfile))
+        if args.checksums_json:
+            given = json.loads(args.checksums_json)
+            if not isinstance(given, dict):
+                raise ValueError("--checksums-json must be a JSON object")
+            checksums.update(_parse_checksum_args([f"{k}={v}" for k, v in given.items()], args.task))
         checksums.update(_parse_checksum_args(args.checksum, args.task))
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""HDF5 graph shards: many graphs per file, CSR offsets, random access (format version 1).
+"""HDF5 graph shards: many graphs per file, CSR offsets, random access (format version 2).
 
 See docs/shards.md for the full specification. In short, one shard file holds ``G`` graphs as
 
@@ -11,10 +11,13 @@ dataset            dtype / shape                meaning
 ``z``              int8 [sumN]                  element / type ids
 ``edge_index``     int16|int32 [2, sumE]        LOCAL node indices (row 0 source j, row 1
                                                 target i)
-``y``              float32 [G, T] | int64 [G]   regression targets | class labels
+``y``              float32 [G, T] | int64 [G]   regression targets (T may be 0) | class labels
 ``ids``            vlen UTF-8 str [G]           graph identifiers
-``<column>``       int64 [G]                    optional per-graph columns, e.g.
-                                                ``center_index`` (local, -1 = none)
+``<column>``       int64 [G] | vlen str [G]     per-graph columns, e.g. ``center_index``
+                                                (local, -1 = none) or ``target`` (a string)
+``<ragged>``,      [sum, ...] + int64 [G+1]     per-graph variable-length arrays (int64 or
+``<ragged>_ptr``                                strings): values of graph g are rows
+                                                ``ptr[g]:ptr[g+1]``
 =================  ===========================  ==========================================
 
 Writing is atomic (temp file in the same directory, fsync, ``os.replace``); reading is lazy and
@@ -50,9 +53,9 @@ __all__ = [
     "atomic_write_bytes",
 ]
 
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = frozenset({1})
-MANIFEST_VERSION = 1
+FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = frozenset({2})
+MANIFEST_VERSION = 2
 INT16_MAX_NODES = 32768  # int16 edges when every graph has fewer nodes than this
 CORE_DATASETS = ("node_ptr", "edge_ptr", "pos", "z", "edge_index", "y", "ids")
 REQUIRED_ATTRS = ("task", "cutoff", "max_neighbors", "source")
@@ -79,8 +82,10 @@ class GraphBlock:
     """A block of ``G`` graphs in CSR form (what one shard file holds).
 
     ``edge_index`` holds LOCAL node indices (0 .. n_g-1 within each graph) of any integer
-    dtype; ``write_shard`` picks int16/int32. ``columns`` holds optional per-graph integer
-    columns (int64 [G]), e.g. ``{"center_index": ...}``.
+    dtype; ``write_shard`` picks int16/int32. ``columns`` holds per-graph columns, int64 [G]
+    (e.g. ``center_index``) or strings [G] (e.g. ``target``); ``ragged`` holds per-graph
+    variable-length arrays as ``name -> (values, ptr)``: int64 ``[sum, ...]`` or strings
+    ``[sum]``, with ``ptr`` int64 [G+1].
     """
 
     node_ptr: np.ndarray
@@ -91,6 +96,7 @@ class GraphBlock:
     y: np.ndarray
     ids: Sequence[str]
     columns: dict = field(default_factory=dict)
+    ragged: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.node_ptr = np.ascontiguousarray(self.node_ptr, dtype=np.int64)
@@ -112,8 +118,9 @@ class GraphBlock:
             raise ShardFormatError(f"y must be float (regression) or int (classes), got {y.dtype}")
         self.y = y
         self.ids = [str(s) for s in self.ids]
-        self.columns = {str(k): np.ascontiguousarray(v, dtype=np.int64)
-                        for k, v in dict(self.columns).items()}
+        self.columns = {str(k): _column_array(v) for k, v in dict(self.columns).items()}
+        self.ragged = {str(k): (_column_array(values), np.ascontiguousarray(ptr, dtype=np.int64))
+                       for k, (values, ptr) in dict(self.ragged).items()}
         self.validate()
 
     @property
@@ -161,7 +168,13 @@ class GraphBlock:
             if k in CORE_DATASETS:
                 raise ShardFormatError(f"column name {k!r} clashes with a core dataset")
             if v.shape != (G,):
-                raise ShardFormatError(f"column {k!r} must be int64 [{G}], got {v.shape}")
+                raise ShardFormatError(f"column {k!r} must have shape [{G}], got {v.shape}")
+        for k, (values, ptr) in self.ragged.items():
+            if k in CORE_DATASETS or k in self.columns or k.endswith("_ptr") or f"{k}_ptr" in self.columns:
+                raise ShardFormatError(f"ragged column name {k!r} clashes with another dataset")
+            if ptr.shape != (G + 1,) or ptr[0] != 0 or np.any(np.diff(ptr) < 0) or ptr[-1] != len(values):
+                raise ShardFormatError(f"ragged column {k!r}: ptr must be int64 [{G + 1}] from 0 to "
+                                       f"{len(values)}, non-decreasing")
 
     @classmethod
     def from_graphs(cls, graphs: Iterable[Mapping], columns: Sequence[str] = ()) -> GraphBlock:
@@ -207,7 +220,30 @@ class GraphBlock:
                "y": self.y[i], "id": self.ids[i]}
         for k, v in self.columns.items():
             out[k] = v[i]
+        for k, (values, ptr) in self.ragged.items():
+            out[k] = values[ptr[i]:ptr[i + 1]]
         return out
+
+
+def _column_array(values) -> np.ndarray:
+    """Per-graph values as int64, or as an object array of str when they are strings."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "USO":
+        return np.array([str(v) for v in arr.reshape(-1)], dtype=object).reshape(arr.shape)
+    if arr.dtype.kind not in "iub":
+        raise ShardFormatError(f"per-graph columns hold integers or strings, got {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def ragged_from_lists(per_graph: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """``(values, ptr)`` of a ragged column from one array (or list) per graph."""
+    arrays = [np.asarray(a) for a in per_graph]
+    ptr = np.zeros(len(arrays) + 1, np.int64)
+    np.cumsum([len(a) for a in arrays], out=ptr[1:])
+    if not arrays:
+        return np.zeros(0, np.int64), ptr
+    nonempty = [a for a in arrays if len(a)] or arrays[:1]
+    return np.concatenate(nonempty), ptr
 
 
 # --------------------------------------------------------------------------------------
@@ -220,7 +256,7 @@ def write_shard(path, block: GraphBlock, attrs: Mapping, compression: str | None
     ``attrs`` must contain ``task``, ``cutoff``, ``max_neighbors`` (None or -1 = none) and
     ``source``; any other scalar/string attrs are stored too. ``format_version``,
     ``num_graphs``, ``num_nodes``, ``num_edges``, ``edge_index_dtype``, ``y_kind``,
-    ``graph_columns`` and ``created_by`` are set here. Datasets are contiguous unless
+    ``graph_columns``, ``ragged_columns`` and ``created_by`` are set here. Datasets are contiguous unless
     ``compression`` (e.g. ``"gzip"``, ``"lzf"``) is given, then they are chunked.
     """
     import h5py
@@ -242,11 +278,14 @@ def write_shard(path, block: GraphBlock, attrs: Mapping, compression: str | None
         "edge_index_dtype": np.dtype(edge_dtype).name,
         "y_kind": block.task_kind,
         "graph_columns": json.dumps(sorted(block.columns)),
+        "ragged_columns": json.dumps(sorted(block.ragged)),
         "created_by": root.get("created_by", package_version()),
     })
 
     def dset(f, name, data, dtype=None):
         kw = {"track_times": False}
+        if dtype is None and np.asarray(data).dtype == object:
+            dtype = h5py.string_dtype("utf-8")
         if compression is not None and np.size(data) > 0:
             kw.update(compression=compression, compression_opts=compression_opts,
                       shuffle=True, chunks=True)
@@ -266,6 +305,10 @@ def write_shard(path, block: GraphBlock, attrs: Mapping, compression: str | None
             dset(f, "ids", np.array(block.ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
             for k in sorted(block.columns):
                 dset(f, k, block.columns[k])
+            for k in sorted(block.ragged):
+                values, ptr = block.ragged[k]
+                dset(f, k, values)
+                dset(f, f"{k}_ptr", ptr)
             for k in sorted(root):
                 v = root[k]
                 f.attrs[k] = "" if v is None else v
@@ -283,6 +326,13 @@ def _py(v):
     if isinstance(v, bytes):
         return v.decode()
     return v
+
+
+def _read_column(dataset) -> np.ndarray:
+    """A whole per-graph or ragged dataset; strings as an object array of str."""
+    if dataset.dtype.kind == "O":
+        return np.array(dataset.asstr()[()], dtype=object)
+    return dataset[()]
 
 
 class ShardReader:
@@ -325,12 +375,14 @@ class ShardReader:
                 raise ShardFormatError(f"{self.path}: missing datasets {missing}")
             attrs = {k: _py(v) for k, v in f.attrs.items()}
             cols = json.loads(attrs.get("graph_columns", "[]") or "[]")
+            ragged = json.loads(attrs.get("ragged_columns", "[]") or "[]")
             self._cache = {
                 "attrs": attrs,
                 "node_ptr": f["node_ptr"][()],
                 "edge_ptr": f["edge_ptr"][()],
                 "y": f["y"][()],
-                "columns": {c: f[c][()] for c in cols},
+                "columns": {c: _read_column(f[c]) for c in cols},
+                "ragged": {r: (f[r], f[f"{r}_ptr"][()]) for r in ragged},
                 # ids are read once (a per-graph variable-length string read costs ~80 us)
                 "ids": f["ids"].asstr()[()],
                 # dataset objects are cached: a lookup by name costs tens of microseconds
@@ -374,10 +426,10 @@ class ShardReader:
         self._ensure_open()
         return int(self._cache["node_ptr"].shape[0] - 1)
 
-    def read(self, i: int) -> dict:
+    def read(self, i: int, ragged: bool = True) -> dict:
         """Graph ``i``: ``pos`` float32 [n,3], ``z`` int8 [n], ``edge_index`` int64 [2,e]
         (local), ``y`` (float32 [T] or int64 scalar), ``id`` str, plus per-graph columns
-        (int64 scalars)."""
+        (int64 scalars or str) and, with `ragged`, the graph's slices of the ragged columns."""
         self._ensure_open()
         c = self._cache
         G = c["node_ptr"].shape[0] - 1
@@ -398,15 +450,38 @@ class ShardReader:
         }
         for k, v in c["columns"].items():
             out[k] = v[i]
+        if ragged:
+            for k in c["ragged"]:
+                out[k] = self.read_ragged(k, i)
         return out
+
+    def read_ragged(self, name: str, i: int) -> np.ndarray:
+        """Graph ``i``'s values of the ragged column `name` (int64, or an object array of str)."""
+        self._ensure_open()
+        values, ptr = self._cache["ragged"][name]
+        lo, hi = int(ptr[i]), int(ptr[i + 1])
+        if values.dtype.kind == "O":
+            return np.array(values.asstr()[lo:hi], dtype=object)
+        return values[lo:hi] if hi > lo else np.zeros((0, *values.shape[1:]), values.dtype)
+
+    def ragged_ptr(self, name: str) -> np.ndarray:
+        """The CSR offsets [G+1] of the ragged column `name`."""
+        self._ensure_open()
+        return self._cache["ragged"][name][1]
+
+    def column(self, name: str) -> np.ndarray:
+        """The per-graph column `name` of every graph."""
+        self._ensure_open()
+        return self._cache["columns"][name]
 
     def read_block(self) -> GraphBlock:
         """The whole shard as a GraphBlock (edge_index keeps its stored dtype)."""
         f = self._ensure_open()
         c = self._cache
+        ragged = {k: (_read_column(values), ptr) for k, (values, ptr) in c["ragged"].items()}
         return GraphBlock(node_ptr=c["node_ptr"], edge_ptr=c["edge_ptr"], pos=f["pos"][()],
                           z=f["z"][()], edge_index=f["edge_index"][()], y=c["y"],
-                          ids=list(c["ids"]), columns=dict(c["columns"]))
+                          ids=list(c["ids"]), columns=dict(c["columns"]), ragged=ragged)
 
 
 # --------------------------------------------------------------------------------------
@@ -451,7 +526,7 @@ def write_manifest(path, shards: list[dict], task: str | None = None,
         except ValueError:
             raise ValueError(f"shard {abs_p} is not inside the manifest directory {root}") from None
         entry = {"path": rel.as_posix(), "num_graphs": int(s["num_graphs"])}
-        for k in ("num_nodes", "num_edges"):
+        for k in ("num_nodes", "num_edges", "size"):
             if k in s:
                 entry[k] = int(s[k])
         if s.get("skipped"):

@@ -251,3 +251,82 @@ def read_raw_attrs(path) -> dict:
     with h5py.File(path, "r") as f:
         return {k: _py(v) for k, v in f.attrs.items()}
 
+
+
+# --------------------------------------------------------------------------------------------
+# the raw file as the Triangle task's source of shards
+# --------------------------------------------------------------------------------------------
+def triangle_make_block(shard, raw_path: str, cutoff: float, max_neighbors: int | None = None,
+                        graph_fn=None):
+    """Read one shard task's clouds from the raw file (opened read-only here) -> GraphBlock."""
+    import h5py
+
+    from .build import block_from_arrays
+
+    idx = np.asarray(shard.payload, dtype=np.int64)
+    lo, hi = int(idx[0]), int(idx[-1]) + 1
+    with h5py.File(raw_path, "r") as f:
+        pos = f["pos"][lo:hi][idx - lo]
+        z = f["z"][lo:hi][idx - lo]
+        y = f["y"][lo:hi][idx - lo]
+    num_graphs, n = z.shape
+    node_ptr = np.arange(num_graphs + 1, dtype=np.int64) * n
+    ids = [f"triangle-{k:06d}" for k in idx.tolist()]
+    return block_from_arrays(pos.reshape(-1, 3), z.reshape(-1), node_ptr, y, ids, cutoff,
+                             max_neighbors, None, graph_fn)
+
+
+class TriangleRaw:
+    """The generated raw file (:func:`write_raw`) as a source of shards: one shard task per
+    ``shard_size`` clouds of each split, in raw-file order."""
+
+    kind = "generated"
+
+    def shard_tasks(self, location, shard_size: int, options=None) -> list:
+        import h5py
+
+        from .build import ShardTask, shard_relpath
+
+        if shard_size < 1:
+            raise ValueError("shard_size must be >= 1")
+        self.check(location)
+        with h5py.File(location, "r") as f:
+            split = f["split"][()]
+        tasks = []
+        for code, name in enumerate(SPLIT_NAMES):
+            idx = np.flatnonzero(split == code).astype(np.int64)
+            for k, start in enumerate(range(0, len(idx), shard_size)):
+                tasks.append(ShardTask(split=name, index=k, path=shard_relpath(name, k),
+                                       payload=idx[start:start + shard_size]))
+        return tasks
+
+    @staticmethod
+    def check(location) -> dict:
+        """The raw file's attributes; ValueError unless it is a raw Triangle file."""
+        raw = read_raw_attrs(location)
+        if raw.get("task") != "triangle":
+            raise ValueError(f"{location}: not a raw Triangle file (task={raw.get('task')!r})")
+        return raw
+
+    def attrs(self, location, options=None) -> dict:
+        """Shard attributes recording how the clouds were generated."""
+        from pathlib import Path
+
+        raw = self.check(location)
+        return {
+            "source": (f"preprocess generate-triangle seed={raw['seed']} num_clouds={raw['num_clouds']} "
+                       f"num_points={raw['num_points']} radius={raw['radius']} "
+                       f"min_dist={raw['min_dist']} (raw file {Path(location).name})"),
+            "target_names": ",".join(raw.get("target_names", [])),
+            "raw_seed": int(raw["seed"]), "raw_num_clouds": int(raw["num_clouds"]),
+            "raw_num_points": int(raw["num_points"]), "raw_radius": float(raw["radius"]),
+            "raw_min_dist": float(raw["min_dist"]),
+        }
+
+    def block_maker(self, location, cutoff: float, max_neighbors: int | None = None, graph_fn=None):
+        """``make_block(shard) -> GraphBlock`` for the Dask tasks (picklable)."""
+        import functools
+        from pathlib import Path
+
+        return functools.partial(triangle_make_block, raw_path=str(Path(location).resolve()),
+                                 cutoff=float(cutoff), max_neighbors=max_neighbors, graph_fn=graph_fn)

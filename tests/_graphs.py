@@ -100,3 +100,11 @@ def reinit_(model: torch.nn.Module, std: float, generator: torch.Generator) -> t
 
 def scale_of(x: torch.Tensor) -> float:
     return max(1.0, float(x.detach().abs().max()))
+
+
+def build_triangle_shards(raw_path, out_dir, cutoff: float, **kwargs) -> dict:
+    """Shards of a raw Triangle file through the task declaration, as the workflow builds them."""
+    from eqgat.tasks import get_task
+    from preprocess.task_shards import build_task_shards
+
+    return build_task_shards(get_task("triangle"), raw_path, out_dir, cutoff, **kwargs)

@@ -361,6 +361,21 @@ def ppi_record(rid: str = "cplx.pdb1") -> tuple[dict, dict]:
     return record, expected
 
 
+def many_pairs_record(rid: str, n0: int = 8, n1: int = 9, positives=None) -> dict:
+    """A complex with `n0` ALA residues in chain A (partner 0) and `n1` in chain B (partner 1),
+    and the listed neighbour pairs `positives` [(residue of A, residue of B)] (1-based numbers;
+    default: the first 12 pairs (i, i) and (i, i + 1))."""
+    s0, s1 = f"{rid}_0", f"{rid}_1"
+    p0 = chain_atoms("A", [(i, "ALA") for i in range(1, n0 + 1)], ensemble=rid, subunit=s0)
+    p1 = chain_atoms("B", [(i, "ALA") for i in range(1, n1 + 1)], start=(0, 8.0, 0), ensemble=rid, subunit=s1)
+    if positives is None:
+        positives = ([(i, i) for i in range(1, min(n0, n1) + 1)] + [(i, i + 1) for i in range(1, min(n0, n1 - 1) + 1)])[:12]
+    nb = [{"ensemble0": rid, "subunit0": s0, "structure0": rid, "model0": 1, "chain0": "A", "residue0": a,
+           "ensemble1": rid, "subunit1": s1, "structure1": rid, "model1": 1, "chain1": "B", "residue1": b}
+          for a, b in positives]
+    return {"atoms_pairs": frame(p0 + p1), "atoms_neighbors": pd.DataFrame(nb), "id": rid}
+
+
 def make_ppi(root, bad: bool = False, corrupt: bool = False) -> Fixture:
     rec, expected = ppi_record("cplx.pdb1")
     train = [rec, ppi_record("cplx2.pdb1")[0]]

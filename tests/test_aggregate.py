@@ -13,7 +13,8 @@ from eqgat.aggregate import aggregate
 def write_run(path, task, model, seed, test, num_parameters=1000):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"task": task, "model": model, "seed": seed, "test": test, "num_parameters": num_parameters}))
-    (path.parent / "log.csv").write_text("epoch,lr,train_loss,val_loss,val_metric,seconds\n1,0.001,2.0,3.0,mse,1\n2,0.001,1.0,1.5,mse,1\n")
+    (path.parent / "log.csv").write_text("epoch,lr,train_loss,val_loss,selection,val_selection,seconds\n"
+                                         "1,0.001,2.0,3.0,loss,3.0,1\n2,0.001,1.0,1.5,loss,1.5,1\n")
     return str(path)
 
 
@@ -35,6 +36,11 @@ def test_table_has_ours_beside_the_paper(tmp_path):
     assert float(rows[("lba", "eqgat_nocross", "rmse")]["paper_mean"]) == 1.458
     text = md.read_text()
     assert "| EQGAT | 2 | 6.000 ± 1.414 | 6.003 ± 0.432 | 1,000 | 27,400 |" in text
+    # each metric carries its own direction: LBA's RMSE falls, its correlations rise
+    assert {m: rows[("lba", "eqgat_nocross", m)]["direction"] for m in ("rmse", "pearson", "spearman")} == \
+        {"rmse": "lower", "pearson": "higher", "spearman": "higher"}
+    assert "## lba: Ligand binding affinity (ATOM3D LBA) (rmse ↓, pearson ↑, spearman ↑)" in text
+    assert "| model | n | rmse ↓ (ours) | pearson ↑ (ours) | spearman ↑ (ours) |" in text
     assert "| SEGNN (paper only) | – | – | 3.875 ± 0.879 | – | 60,900 |" in text
     assert "GVP-GNN (paper only)" in text and "CNN (ATOM3D) (paper only)" in text
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -42,6 +48,7 @@ def test_table_has_ours_beside_the_paper(tmp_path):
 
 def test_params_command_prints_counts_beside_the_paper():
     out = subprocess.run([sys.executable, "-m", "eqgat", "params", "--model", "eqgat", "schnet"], capture_output=True, text=True, check=True).stdout
-    assert "triangle      27,347    27,400     -0.19%" in out
-    assert "psr          384,509   383,000     +0.39%" in out
-    assert "triangle      16,483    16,800     -1.89%" in out
+    assert "triangle      27,411    27,411    27,400" in out
+    assert "psr          384,709   384,709   383,000" in out
+    assert "lba          237,933   237,933   238,000" in out
+    assert "triangle      16,483       n/a    16,800" in out

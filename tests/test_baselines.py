@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import _graphs as G
-from eqgat.configs import PAPER_CONFIGS, count_parameters
-from eqgat.models import MODELS, build_model
+from eqgat.models import MODELS, build_model, count_parameters, fit_hparams, model_arguments, task_model_hparams
+from eqgat.tasks import TASKS
 
 e3nn_missing = pytest.mark.skipif(importlib.util.find_spec("e3nn") is None, reason="SEGNN needs e3nn")
 NAMES = ["schnet", "painn", pytest.param("segnn", marks=e3nn_missing)]
@@ -25,7 +25,7 @@ PAPER_TRIANGLE = {"schnet": 16_800, "painn": 27_100, "segnn": 60_900}
 
 def _model(name, seed=0, std=0.3, dtype=torch.float64, **kw):
     torch.manual_seed(seed)
-    m = build_model(name, **{**SMALL, **kw}).to(dtype)
+    m = build_model(name, **fit_hparams(name, {**SMALL, **kw})).to(dtype)
     if std is not None and name != "segnn":  # e3nn layers keep their own (normalised) init
         G.reinit_(m, std, torch.Generator().manual_seed(seed + 100))
     return m.eval()
@@ -65,7 +65,7 @@ def test_hparams_rebuild_the_same_model(name):
     """`model.hparams` holds every constructor argument (defaults and derived values included),
     so `build_model(name, **hparams)` with the same seed gives the same parameters and outputs."""
     torch.manual_seed(3)
-    first = build_model(name, **SMALL).double().eval()
+    first = build_model(name, **fit_hparams(name, SMALL)).double().eval()
     torch.manual_seed(3)
     again = build_model(name, **first.hparams).double().eval()
     assert first.hparams == again.hparams and first.hparams["cutoff"] == SMALL["cutoff"]
@@ -88,10 +88,21 @@ def test_unknown_hparam_rejected_common_accepted(name):
         build_model(name, bogus=1)
     with pytest.raises(ValueError, match="cross_product"):
         build_model(name, cross_product=False)
-    # every common key is accepted (hidden_vectors / vector_aggr unused by SchNet)
-    build_model(name, **{**SMALL, "num_elements": 3, "out_dim": 2, "readout": "node", "vector_aggr": "sum"})
+    build_model(name, **fit_hparams(name, {**SMALL, "num_elements": 3, "out_dim": 2, "readout": "node", "vector_aggr": "sum"}))
     with pytest.raises(ValueError, match="readout"):
-        build_model(name, **SMALL, readout="bogus")
+        build_model(name, **fit_hparams(name, SMALL), readout="bogus")
+
+
+def test_each_model_takes_only_its_own_arguments():
+    """SchNet has no vector features: vector settings are refused, not silently ignored."""
+    assert "hidden_vectors" not in model_arguments("schnet") and "vector_aggr" not in model_arguments("schnet")
+    for key, value in (("hidden_vectors", 4), ("vector_aggr", "sum")):
+        with pytest.raises(ValueError, match=f"unknown hyper-parameter.*{key}"):
+            build_model("schnet", **{key: value})
+    assert {"hidden_vectors", "vector_aggr"} <= set(model_arguments("painn"))
+    assert "norm" in model_arguments("eqgat_nocross") and "cross_product" not in model_arguments("eqgat_nocross")
+    with pytest.raises(ValueError, match="fixes cross_product=False"):
+        build_model("eqgat_nocross", cross_product=True)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -197,11 +208,7 @@ def test_isolated_and_coincident_atoms_finite(name):
 
 
 def _triangle_cfg(name):
-    if name == "segnn":
-        from eqgat.models.segnn import segnn_config
-
-        return segnn_config("triangle")
-    return dict(PAPER_CONFIGS["triangle"])
+    return task_model_hparams(TASKS["triangle"], name, cutoff=10.0)
 
 
 @pytest.mark.parametrize(
@@ -218,7 +225,8 @@ def test_triangle_parameter_counts(name, ours, rel):
 
 def test_schnet_count_formula():
     """Embedding + PyG interaction blocks + our scalar readout, by hand."""
-    cfg = PAPER_CONFIGS["psr"]
+    cfg = task_model_hparams(TASKS["psr"], "schnet", cutoff=4.5)
+    assert "hidden_vectors" not in cfg and "norm" not in cfg
     F, K, L = cfg["hidden_scalars"], cfg["num_radial"], cfg["num_layers"]
     lin = lambda i, o, b=True: i * o + (o if b else 0)  # noqa: E731
     block = lin(K, F) + lin(F, F) + lin(F, F, False) + lin(F, F) + lin(F, F)
@@ -232,7 +240,7 @@ def test_schnet_count_formula():
 @pytest.mark.parametrize("name", NAMES)
 def test_tiny_model_loss_falls(name):
     torch.manual_seed(0)
-    m = build_model(name, hidden_scalars=8, hidden_vectors=4, num_layers=2, num_radial=4, out_dim=2)
+    m = build_model(name, **fit_hparams(name, dict(hidden_scalars=8, hidden_vectors=4, num_layers=2, num_radial=4, out_dim=2)))
     datas = _graphs(seed=8, sizes=(6, 8, 5, 7), dtype=torch.float32)
     b = G.batch(datas)
     y = torch.randn(4, 2, generator=torch.Generator().manual_seed(1))

@@ -6,14 +6,14 @@ import h5py
 import numpy as np
 import pytest
 
+from _graphs import build_triangle_shards
 from preprocess.build import (
     ShardTask,
     block_from_records,
     build_shards,
-    build_triangle_shards,
 )
 from preprocess.cli import main
-from preprocess.shards import ShardReader, read_manifest
+from preprocess.shards import ShardReader, read_manifest, sha256_file
 from preprocess.triangle import generate_triangle_clouds, write_raw
 
 CUTOFF = 5.0
@@ -99,7 +99,7 @@ def test_serial_build_contents(raw, serial_build):
     with ShardReader(out / "train" / "shard-00000.h5") as r:
         a = r.attrs
         assert a["task"] == "triangle" and a["cutoff"] == CUTOFF
-        assert a["edge_index_dtype"] == "int16" and a["format_version"] == 1
+        assert a["edge_index_dtype"] == "int16" and a["format_version"] == 2
         assert a["target_names"] == "centroid_distance,perimeter,area"
 
 
@@ -126,10 +126,12 @@ def test_rebuild_removes_stale_shards_and_max_neighbors(raw, tmp_path):
     build_triangle_shards(raw[0], tmp_path, cutoff=CUTOFF, shard_size=8, progress=False,)
     assert len(list((tmp_path / "train").glob("shard-*.h5"))) == 5
     m = build_triangle_shards(raw[0], tmp_path, cutoff=CUTOFF, shard_size=64, max_neighbors=3,
-                              progress=False, sha256=True)
+                              progress=False)
     assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["shard-00000.h5"]
     assert m["attrs"]["max_neighbors"] == 3
-    assert len(m["splits"]["train"]["shards"][0]["sha256"]) == 64
+    entry = m["splits"]["train"]["shards"][0]
+    assert entry["sha256"] == sha256_file(tmp_path / entry["path"])
+    assert entry["size"] == (tmp_path / entry["path"]).stat().st_size
     with ShardReader(tmp_path / "train" / "shard-00000.h5") as r:
         for i in range(len(r)):
             tgt = r.read(i)["edge_index"][1]

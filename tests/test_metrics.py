@@ -77,22 +77,25 @@ def test_roc_auc_by_hand():
 def test_ranking_task_metrics_by_target():
     from eqgat.tasks import get_task
 
-    # target A ranked perfectly, target B reversed, target C has only 2 decoys (left out)
-    ids = ["A/1", "A/2", "A/3", "B/1", "B/2", "B/3", "C/1", "C/2"]
+    # target A ranked perfectly, target B reversed, target C has only 2 decoys (left out);
+    # the target is a per-graph column of the shards, not parsed out of the id
+    columns = {"target": ["A", "A", "A", "B", "B", "B", "C/x", "C/x"], "decoy": list("abcdefgh")}
     y = np.array([1, 2, 3, 1, 2, 3, 5, 6], dtype=float)
     pred = np.array([1, 2, 3, 3, 2, 1, 6, 5], dtype=float)
-    out = get_task("psr").evaluate(pred[:, None], y[:, None], ids)
+    out = get_task("psr").evaluate(pred[:, None], y[:, None], columns)
     assert out["mean_spearman"] == pytest.approx(0.0)
     assert (out["per_target_used"], out["per_target_skipped"]) == (2, 1)
     assert out["global_spearman"] == pytest.approx(stats.spearmanr(pred, y)[0])
     assert out["global_kendall"] == pytest.approx(stats.kendalltau(pred, y)[0])
+    assert out["mse"] == pytest.approx(np.mean((pred - y) ** 2)) and out["rmse"] == pytest.approx(np.sqrt(out["mse"]))
+    assert get_task("rsr").evaluate(pred[:, None], y[:, None], columns) == out
 
 
 def test_classification_and_interface_task_metrics():
     from eqgat.tasks import get_task
 
     logits = np.eye(20)[[3, 5, 7]]
-    assert get_task("res").evaluate(logits, np.array([3, 5, 0]), ["a", "b", "c"])["accuracy"] == pytest.approx(2 / 3)
-    out = get_task("ppi").evaluate(np.array([[0.8], [0.4], [0.5], [0.1]]), np.array([1, 1, 0, 0]), list("abcd"))
+    assert get_task("res").evaluate(logits, np.array([3, 5, 0]), {})["accuracy"] == pytest.approx(2 / 3)
+    out = get_task("ppi").evaluate(np.array([[0.8], [0.4], [0.5], [0.1]]), np.array([1, 1, 0, 0]), {})
     assert out["roc_auc"] == pytest.approx(0.75)
     assert out["average_precision"] == pytest.approx(average_precision_score([1, 1, 0, 0], [0.8, 0.4, 0.5, 0.1]))

@@ -2,8 +2,15 @@
 
 import pytest
 
-from eqgat.configs import PAPER_CONFIGS, PAPER_PARAM_COUNTS, count_parameters, main
-from eqgat.models import build_model
+from eqgat.models import build_model, count_parameters, task_model_hparams
+from eqgat.paper import AUTHORS_EQGAT_PARAMS, PAPER_EQGAT_PARAMS
+from eqgat.params import param_rows, print_param_table
+from eqgat.tasks import TASKS
+
+
+def paper_config(task: str) -> dict:
+    """EQGAT's hyper-parameters as the paper protocol builds them for a task."""
+    return task_model_hparams(TASKS[task], "eqgat", TASKS[task].protocol["graph"]["cutoff"])
 
 
 def lin(i, o, bias=True):
@@ -30,39 +37,50 @@ def expected_count(num_elements, hidden_scalars, hidden_vectors, num_layers, num
     return total
 
 
-# the lead's hand calculation
+# the authors' models as their scripts build them (norm after every layer and before the
+# readout, none for LBA), counted by hand from their code
 EXACT = {"lba": 237_933, "psr": 384_709, "rsr": 384_709, "res": 386_628, "ppi": 394_709, "triangle": 27_411}
 
 
-@pytest.mark.parametrize("task", sorted(PAPER_CONFIGS))
+@pytest.mark.parametrize("task", sorted(TASKS))
 def test_paper_config_counts(task):
-    cfg = PAPER_CONFIGS[task]
+    cfg = paper_config(task)
     n = count_parameters(build_model("eqgat", **cfg))
-    assert n == expected_count(**cfg) == EXACT[task]
-    if task in PAPER_PARAM_COUNTS:
-        assert abs(n - PAPER_PARAM_COUNTS[task]) / PAPER_PARAM_COUNTS[task] < 0.005
+    assert n == expected_count(**cfg) == EXACT[task] == AUTHORS_EQGAT_PARAMS[task]
+    if task in PAPER_EQGAT_PARAMS:  # the paper rounds (and prints PSR/RSR's count without the norm)
+        assert abs(n - PAPER_EQGAT_PARAMS[task]) / PAPER_EQGAT_PARAMS[task] < 0.005
+
+
+def test_norm_comes_from_the_task_protocol_and_config_can_override_it():
+    """The authors train LBA without a norm and every other task with one."""
+    assert {t: paper_config(t)["norm"] for t in TASKS} == {t: t != "lba" for t in TASKS}
+    lba_with_norm = task_model_hparams(TASKS["lba"], "eqgat", 4.5, {"norm": True})
+    assert count_parameters(build_model("eqgat", **lba_with_norm)) == EXACT["lba"] + 4 * 2 * 100
+    psr_without = task_model_hparams(TASKS["psr"], "eqgat", 4.5, {"norm": False})
+    assert count_parameters(build_model("eqgat", **psr_without)) == 383_509  # the paper's "383k"
 
 
 def test_paper_configs_content():
-    assert set(PAPER_CONFIGS) == {"lba", "psr", "rsr", "res", "ppi", "triangle"}
-    assert set(PAPER_PARAM_COUNTS) == {"lba", "psr", "rsr", "res", "triangle"}
-    for task, cfg in PAPER_CONFIGS.items():
+    assert set(TASKS) == {"lba", "psr", "rsr", "res", "ppi", "triangle"}
+    for task in TASKS:
+        cfg = paper_config(task)
         atom3d = task != "triangle"
         assert cfg["vector_aggr"] == ("mean" if atom3d else "sum")
         assert cfg["num_elements"] == (9 if atom3d else 2)
-    assert PAPER_CONFIGS["res"]["readout"] == "node" and PAPER_CONFIGS["res"]["out_dim"] == 20
-    assert PAPER_CONFIGS["ppi"]["readout"] == "pair"
-    assert PAPER_CONFIGS["triangle"]["out_dim"] == 3 and PAPER_CONFIGS["lba"]["num_layers"] == 3
+        assert cfg["cutoff"] == (4.5 if atom3d else 10.0)
+    assert paper_config("res")["readout"] == "node" and paper_config("res")["out_dim"] == 20
+    assert paper_config("ppi")["readout"] == "pair"
+    assert paper_config("triangle")["out_dim"] == 3 and paper_config("lba")["num_layers"] == 3
 
 
 @pytest.mark.parametrize("task", ["psr", "triangle"])
 def test_ablation_counts(task):
-    cfg = PAPER_CONFIGS[task]
+    cfg = paper_config(task)
     L, Fs, Fv = cfg["num_layers"], cfg["hidden_scalars"], cfg["hidden_vectors"]
     full = count_parameters(build_model("eqgat", **cfg))
     noatt = count_parameters(build_model("eqgat_noatt", **cfg))
     nocross = count_parameters(build_model("eqgat_nocross", **cfg))
-    nonorm = count_parameters(build_model("eqgat", **cfg, norm=False))
+    nonorm = count_parameters(build_model("eqgat", **{**cfg, "norm": False}))
     # one logit instead of Fs per edge: W2 loses (Fs - 1) outputs (weights + biases) per layer
     assert full - noatt == L * (Fs - 1) * (Fs + 1)
     # no cross product: W2 of every layer but the first loses the Fv coefficients b2
@@ -72,9 +90,10 @@ def test_ablation_counts(task):
     assert nocross == expected_count(**cfg, cross_product=False)
 
 
-def test_configs_main_prints_table(capsys):
-    main([])
+def test_params_table(capsys):
+    rows = {task: (ours, authors) for task, ours, authors, _ in param_rows("eqgat")}
+    assert rows == {task: (EXACT[task], EXACT[task]) for task in TASKS}
+    print_param_table(["eqgat", "schnet"])
     out = capsys.readouterr().out
-    assert "384,709" in out and "383,000" in out and "+0.45%" in out
-    assert "27,411" in out and "+0.04%" in out
-    assert "ppi" in out
+    assert "384,709" in out and "383,000" in out and "394,709" in out and "27,411" in out
+    assert "16,483" in out  # SchNet on Triangle keeps its own count

@@ -13,7 +13,7 @@ import atom3d_fixtures as af  # noqa: E402
 from preprocess.elements import (  # noqa: E402
     ELEMENTS, NUM_ELEMENTS, OTHER_INDEX, RESIDUE_CLASSES, element_index, residue_index,
 )
-from preprocess.readers import RecordError, read_samples  # noqa: E402
+from preprocess.readers import RecordError, ranking, read_samples  # noqa: E402
 from preprocess.readers.lmdb_records import (  # noqa: E402
     close_all, decode_record, id_to_index, iter_records, num_records, open_env, read_record,
 )
@@ -92,20 +92,20 @@ def test_undecodable_raises_with_path_and_index(psr):
     with pytest.raises(RecordError):
         read_record(train, 2)
     with pytest.raises(RecordError):
-        list(read_samples("psr", train, strict=True))
+        list(read_samples(ranking.psr_samples, train, strict=True))
     with pytest.raises(ValueError):
         decode_record(b"garbage")
 
 
 def test_other_records_unaffected_by_bad_ones(psr):
     rep = SkipReport()
-    got = {s.id: float(s.y[0]) for s in read_samples("psr", psr.paths["train"], report=rep)}
+    got = {s.id: float(s.y[0]) for s in read_samples(ranking.psr_samples, psr.paths["train"], report=rep)}
     assert got["('T0759', 'server01_TS1')"] == pytest.approx(0.61)
     assert got["('T0901', 'after_bad')"] == pytest.approx(0.5)
     assert got["('T0900', 'unknown_element')"] == pytest.approx(0.61)  # kept, counted
     assert rep.counts == {"undecodable": 1, "nan_coordinates": 1, "empty_atoms": 1,
                           "missing_label": 1}
-    assert rep.notes == {"unknown_element_atoms": 1}
+    assert rep.notes == {"unknown_element_atoms": 1, "unknown_element:ZZ": 1}
     assert rep.examples["nan_coordinates"] == ["('T0900', 'bad_nan')"]
 
 
@@ -113,7 +113,7 @@ def test_strict_errors_name_the_record(psr):
     train = psr.paths["train"]
     # start after the corrupt index 2; index 3 is the NaN record
     with pytest.raises(RecordError) as ei:
-        list(read_samples("psr", train, 3, None, strict=True))
+        list(read_samples(ranking.psr_samples, train, 3, None, strict=True))
     e = ei.value
     assert e.index == 3 and e.record_id == "('T0900', 'bad_nan')" and e.reason == "nan_coordinates"
     assert str(train) in str(e) and "bad_nan" in str(e)

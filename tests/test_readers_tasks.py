@@ -6,7 +6,8 @@ pytest.importorskip("lmdb")
 pytest.importorskip("atom3d")
 
 import atom3d_fixtures as af  # noqa: E402
-from preprocess.readers import RecordError, Sample, read_samples, reader  # noqa: E402
+from eqgat.tasks import TASKS  # noqa: E402
+from preprocess.readers import RecordError, Sample, read_samples  # noqa: E402
 from preprocess.readers import lba, res  # noqa: E402
 from preprocess.readers.lmdb_records import read_record  # noqa: E402
 from preprocess.readers.ranking import PSR, RSR, parse_id, parse_target  # noqa: E402
@@ -30,22 +31,23 @@ def test_lba_pocket_then_ligand_hydrogens_kept(lba_fx):
     # pocket: SER N CA C O CB OG H HA, GLY N CA C O; ligand: C O N Cl H
     assert s.z.tolist() == [N, C, C, O, C, O, H, H, N, C, C, O] + [C, O, N, CL, H]
     assert s.z.dtype == np.int8 and s.pos.dtype == np.float32 and s.pos.shape == (17, 3)
-    assert s.extra["ligand_atoms"] == 5 and s.extra["pocket_atoms"] == 12
+    assert s.fields == {"num_ligand_atoms": 5}
     assert lba.ligand_flag(s).tolist() == [False] * 12 + [True] * 5
     np.testing.assert_allclose(s.pos[12], [1.0, 5.0, 0.0])  # first ligand atom
     np.testing.assert_allclose(s.pos[1], [1.46, 0.0, 0.0])  # SER CA
     assert s.y.dtype == np.float32 and s.y.tolist() == [6.25]
-    assert s.center_index == -1
+    assert s.parts is None
 
 
 def test_lba_bad_records(lba_fx):
     rep = SkipReport()
-    ids = [s.id for s in read_samples("lba", lba_fx.paths["train"], report=rep)]
+    ids = [s.id for s in read_samples(lba.samples, lba_fx.paths["train"], report=rep)]
     assert ids == ["1abc", "2xyz", "unknown_element", "after_bad"]
     assert rep.counts == {"nan_coordinates": 1, "empty_atoms": 1, "missing_label": 1}
-    assert rep.notes == {"unknown_element_atoms": 1}
+    assert rep.notes == {"unknown_element_atoms": 1, "unknown_element:ZZ": 1}
+    assert rep.unknown_elements == {"ZZ": 1}
     with pytest.raises(RecordError, match="bad_nan"):
-        list(read_samples("lba", lba_fx.paths["train"], strict=True))
+        list(read_samples(lba.samples, lba_fx.paths["train"], strict=True))
 
 
 # ----------------------------------------------------------------------------- PSR / RSR
@@ -73,16 +75,16 @@ def psr_fx(tmp_path_factory):
 
 
 def test_psr_heavy_atoms_gdt_ts_target(psr_fx):
-    out = list(read_samples("psr", psr_fx.paths["train"]))
-    assert [s.extra["target"] for s in out] == ["T0759", "T0759", "T0800"]
+    out = list(read_samples(PSR.samples, psr_fx.paths["train"]))
+    assert [s.fields["target"] for s in out] == ["T0759", "T0759", "T0800"]
     s = out[0]
-    assert s.id == "('T0759', 'server01_TS1')" and s.extra["decoy"] == "server01_TS1"
+    assert s.id == "('T0759', 'server01_TS1')" and s.fields["decoy"] == "server01_TS1"
     # MET N CA C O CB SD (its 2 H removed), GLY N CA C O, CYS N CA C O CB SG
     assert s.z.tolist() == [N, C, C, O, C, S, N, C, C, O, N, C, C, O, C, S]
     assert (s.z != H).all() and s.pos.shape == (16, 3)
-    assert s.y.tolist() == [pytest.approx(0.61)] and PSR.LABELS["targets"] == ["gdt_ts"]
+    assert s.y.tolist() == [pytest.approx(0.61)] and PSR.score_key == "gdt_ts"
     assert [float(x.y[0]) for x in out] == pytest.approx([0.61, 0.35, 0.80])
-    assert reader("psr").LABELS["targets"] == ["gdt_ts"]
+    assert TASKS["psr"].label.names == ("gdt_ts",) and TASKS["psr"].reader(af.psr_record(), 0)
 
 
 def test_psr_plain_string_id_and_dict_scores():
@@ -90,7 +92,7 @@ def test_psr_plain_string_id_and_dict_scores():
     rec["id"] = "T0777"
     rec["scores"] = {"gdt_ts": 0.5}
     (s,) = list(PSR.samples(rec, 3))
-    assert s.extra["target"] == "T0777" and s.id == "T0777"
+    assert s.fields["target"] == "T0777" and s.id == "T0777"
     # atom3d leaves a Series as {'name','index','data'} when no 'types' is present
     rec["scores"] = {"name": None, "index": ["rmsd", "gdt_ts"], "data": [1.0, 0.25]}
     assert float(next(PSR.samples(rec, 3)).y[0]) == pytest.approx(0.25)
@@ -105,11 +107,11 @@ def test_rsr_rmsd_label_heavy_atoms(rsr_fx):
     assert rsr_fx.paths["test"].relative_to(rsr_fx.root).as_posix() == \
         "candidates-split-by-time/data/test"
     rep = SkipReport()
-    out = list(read_samples("rsr", rsr_fx.paths["train"], report=rep))
+    out = list(read_samples(RSR.samples, rsr_fx.paths["train"], report=rep))
     assert [float(s.y[0]) for s in out[:2]] == [7.5, 2.25]  # RMSD as-is, not negated
     s = out[0]
-    assert s.z.tolist() == [P, O, C, N] * 2 and s.extra["target"] == "1a9n"
-    assert RSR.LABELS["targets"] == ["rms"]
+    assert s.z.tolist() == [P, O, C, N] * 2 and s.fields["target"] == "1a9n"
+    assert RSR.score_key == "rms" and TASKS["rsr"].label.names == ("rms",)
     assert rep.counts == {"nan_coordinates": 1, "empty_atoms": 1, "missing_label": 1}
 
 
@@ -137,16 +139,16 @@ def test_res_environments_known_answers(res_fx):
     exp = res_fx.notes["expected"]
     rep = SkipReport()
     out = list(res.samples(rec, 0, report=rep))
-    assert [s.extra["subunit"] for s in out] == ["A_2_GLY", "A_3_SER"]
+    assert [s.id for s in out] == ["1res.pdb/A_2_GLY", "1res.pdb/A_3_SER"]
     atoms = rec["atoms"]
     for s, k in zip(out, (0, 1)):
         e = exp[k]
         assert s.y == e["y"] and isinstance(s.y, int)
-        assert s.num_atoms == e["n"] and s.center_index == e["center"]
+        assert s.num_atoms == e["n"] and s.fields["center_index"] == e["center"]
         np.testing.assert_allclose(s.pos, atoms.loc[e["rows"], ["x", "y", "z"]].to_numpy(), atol=1e-6)
         assert (s.z != H).all()
-        ca = atoms.loc[e["rows"][s.center_index]]
-        assert ca["name"] == "CA" and f"{ca['chain']}_{ca['residue']}_" in s.extra["subunit"] + "_"
+        ca = atoms.loc[e["rows"][s.fields["center_index"]]]
+        assert ca["name"] == "CA" and f"{ca['chain']}_{ca['residue']}_" in s.id.split("/")[-1] + "_"
     assert out[0].y == 7 and out[1].y == 15  # GLY, SER alphabetical
     assert out[1].num_atoms == 8  # A2 backbone + A3 backbone; A3's H removed
     assert rep.counts == {"noncanonical_residue": 1, "ca_not_unique": 2}
@@ -164,14 +166,14 @@ def test_res_parse_subunit():
 
 def test_res_bad_records_and_strict(res_fx):
     rep = SkipReport()
-    out = list(read_samples("res", res_fx.paths["data"], report=rep))
+    out = list(read_samples(res.samples, res_fx.paths["data"], report=rep))
     # 3 good records x 2 environments (+ bad_nan's environment 1, untouched by the NaN)
     assert [s.id for s in out][-1] == "bad_nan/A_3_SER" and len(out) == 7
     assert rep.counts["nan_coordinates"] == 2 and rep.counts["empty_atoms"] == 1
     with pytest.raises(RecordError, match="nan_coordinates"):
-        list(read_samples("res", res_fx.paths["data"], 3, 4, strict=True))
+        list(read_samples(res.samples, res_fx.paths["data"], 3, 4, strict=True))
     # filter rules never raise, even with strict
-    assert len(list(read_samples("res", res_fx.paths["data"], 0, 1, strict=True))) == 2
+    assert len(list(read_samples(res.samples, res_fx.paths["data"], 0, 1, strict=True))) == 2
 
 
 def test_res_label_fallback_to_atom3d_code():

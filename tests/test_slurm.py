@@ -27,14 +27,14 @@ RULES = ("generate_triangle", "build_graphs", "train", "evaluate", "aggregate")
 # The profiles (no cluster needed)
 # --------------------------------------------------------------------------------------------
 def test_slurm_profile_sets_every_rule():
-    from preprocess.download import ARCHIVES
+    from preprocess.download import archives
 
     profile = yaml.safe_load(SLURM_PROFILE.read_text())
     assert profile["executor"] == "slurm"
     assert profile["slurm-status-command"] == "squeue"
     assert {"slurm_partition", "slurm_account", "runtime", "mem_mb"} <= set(profile["default-resources"])
     per_rule = profile["set-resources"]
-    rules = set(RULES) | {f"download_{d}" for d in ARCHIVES}
+    rules = set(RULES) | {f"download_{d}" for d in archives()}
     assert rules <= set(per_rule)
     for rule in rules:
         assert per_rule[rule]["runtime"] > 0 and per_rule[rule]["mem_mb"] > 0, rule
@@ -202,7 +202,7 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path):
 @pytest.mark.slow
 def test_dask_slurm_cluster_builds_the_serial_shards(slurm, tmp_path):
     pytest.importorskip("dask_jobqueue", reason="pip install dask-jobqueue")
-    from preprocess.build import build_triangle_shards
+    from _graphs import build_triangle_shards
     from preprocess.cluster import dask_client
     from preprocess.triangle import generate_triangle_clouds, write_raw
 

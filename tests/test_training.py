@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from preprocess.build import build_triangle_shards
+from _graphs import build_triangle_shards
 from preprocess.triangle import generate_triangle_clouds, write_raw
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = '{"hidden_scalars": 8, "hidden_vectors": 2, "num_layers": 1, "num_radial": 4}'
+SECTION = json.dumps({"graph": {"cutoff": 4.0}})  # the graphs below are built at 4 Å
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,7 @@ def graphs(tmp_path_factory) -> Path:
 
 def train_cmd(graphs: Path, out: Path, epochs: int, seed: int = 0, lr: float = 3e-3, model: str = TINY_MODEL) -> list[str]:
     return [
-        sys.executable, "-m", "eqgat", "train", "--task", "triangle", "--model", "eqgat", "--preset", "triangle",
+        sys.executable, "-m", "eqgat", "train", "--task", "triangle", "--model", "eqgat", "--section", SECTION,
         "--hparams", model, "--data", str(graphs), "--out", str(out), "--device", "cpu", "--threads", "1",
         "--seed", str(seed), "--epochs", str(epochs), "--batch-size", "4", "--lr", str(lr), "--no-progress",
     ]
@@ -40,6 +41,7 @@ def train_cmd(graphs: Path, out: Path, epochs: int, seed: int = 0, lr: float = 3
 def evaluate_cmd(graphs: Path, run: Path) -> list[str]:
     return [
         sys.executable, "-m", "eqgat", "evaluate", "--task", "triangle", "--data", str(graphs), "--device", "cpu",
+        "--section", SECTION,
         "--checkpoint", str(run / "best.pt"), "--out", str(run / "metrics.json"),
         "--predictions", str(run / "test_predictions.csv"), "--batch-size", "8",
     ]
@@ -127,6 +129,19 @@ def test_test_metrics_come_from_the_best_validation_epoch(reference_run):
     assert metrics["test"]["num_graphs"] == len(rows) == 6
     assert metrics["test"]["mse"] == pytest.approx(float(np.mean((pred - y) ** 2)), rel=1e-9)
     assert metrics["test"]["mse_area"] == pytest.approx(float(np.mean((pred[:, 2] - y[:, 2]) ** 2)), rel=1e-9)
+
+
+def test_graphs_built_with_another_cutoff_are_refused(graphs, tmp_path):
+    """The cutoff has one source: the graphs'. A config saying otherwise is an error naming both."""
+    cmd = train_cmd(graphs, tmp_path / "run", epochs=1)
+    cmd[cmd.index("--section") + 1] = json.dumps({"graph": {"cutoff": 10.0}})
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "built with cutoff 4.0 Å but the task's graph.cutoff is 10.0 Å" in proc.stderr
+    cmd = train_cmd(graphs, tmp_path / "run", epochs=1, model='{"cutoff": 10.0}')
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 1 and "model cutoff 10.0 Å differs from the cutoff the graphs were built with (4.0 Å)" in proc.stderr
+    assert not (tmp_path / "run" / "best.pt").exists()
 
 
 def test_missing_data_is_a_clear_error(tmp_path):

@@ -84,7 +84,7 @@ def test_rerun_after_a_code_change_trains_from_scratch(finished):
     try:
         with comment_appended(workdir / "eqgat" / "nn" / "conv.py", "an edit to the model's code"):
             snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))
-            edited_version = code_version("train", workdir)
+            edited_version = code_version("train", "triangle", root=workdir)
         for s in seeds:
             log = (workdir / f"logs/triangle/eqgat/seed{s}/train.log").read_text()
             assert "resuming" not in log and "ignoring checkpoint" in log and "epoch 1/2" in log
@@ -135,5 +135,5 @@ def test_config_errors_are_reported_when_parsing(finished, edit, message):
 
 def test_reader_code_change_does_not_rebuild_triangle_graphs(finished):
     workdir, configfile = finished
-    with comment_appended(workdir / "preprocess" / "readers" / "psr.py", "an edit to an ATOM3D reader"):
+    with comment_appended(workdir / "preprocess" / "readers" / "ranking.py", "an edit to an ATOM3D reader"):
         assert planned_jobs(workdir, configfile) == {}

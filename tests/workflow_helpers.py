@@ -29,7 +29,7 @@ TINY_CONFIG = {
     "triangle": {
         "data": {"num_clouds": 40, "seed": 7, "num_points": 12, "radius": 5.0, "min_dist": 1.0},
         "graph": {"cutoff": 4.0, "max_neighbors": None},
-        "model": {"preset": "triangle", "overrides": {"hidden_scalars": 8, "hidden_vectors": 2, "num_layers": 1, "num_radial": 4}},
+        "model": {"overrides": {"eqgat": {"hidden_scalars": 8, "hidden_vectors": 2, "num_layers": 1, "num_radial": 4}}},
         "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "lr_factor": 0.75, "lr_patience": 10, "lr_min": 1e-7, "clip_norm": 10.0},
     },
 }

@@ -20,8 +20,9 @@ class ShardDataset(Dataset):
 
     ``ShardDataset(manifest_path, split)``; item ``i`` is a ``torch_geometric.data.Data``
     with ``z`` long [N], ``pos`` float32 [N,3], ``edge_index`` long [2,E] (local), ``y``
-    float32 [1,T] (regression; batches stack to [B,T]) or long [1] (classification), ``id``
-    str, and each per-graph column of the shard (e.g. ``center_index``) as a long scalar.
+    float32 [1,T] (regression; batches stack to [B,T]) or long [1] (classes), ``id`` str, and
+    each per-graph column of the shard: integers (e.g. ``center_index``) as long scalars,
+    strings (e.g. ``target``) as str (a list in a batch). Ragged columns are not loaded.
     Note: PyG's batching adds the node offset to attributes whose name contains "index",
     so in a batch ``center_index`` becomes an index into the batched node tensor.
 
@@ -69,7 +70,7 @@ class ShardDataset(Dataset):
 
     def get_raw(self, idx: int) -> dict:
         s, j = self.locate(int(idx))
-        out = self._readers[s].read(j)
+        out = self._readers[s].read(j, ragged=False)
         lru = self._lru
         lru[s] = None
         lru.move_to_end(s)
@@ -93,7 +94,7 @@ class ShardDataset(Dataset):
         data.num_nodes = int(g["z"].shape[0])
         for k, v in g.items():
             if k not in ("pos", "z", "edge_index", "y", "id"):
-                data[k] = torch.tensor(int(v), dtype=torch.long)
+                data[k] = v if isinstance(v, str) else torch.tensor(int(v), dtype=torch.long)
         if self.transform is not None:
             data = self.transform(data)
         return data

@@ -1,62 +1,107 @@
-"""Model factory.
+"""Model registry and factory.
 
-``build_model(name, **hparams)`` looks ``name`` up in :data:`MODELS`, a registry of
-``name -> callable(**hparams) -> nn.Module``; baselines (SchNet, PaiNN, SEGNN, ...) join by
-adding an entry (or calling :func:`register_model`).
+``build_model(name, **hparams)`` builds a registered model; ``model_arguments(name)`` lists the
+hyper-parameters it takes (its constructor's, less those an entry fixes: the ablations fix
+``cross_product`` / ``feature_attention``). ``task_model_hparams`` gives a model the sizes its
+task declares: each model takes only its own arguments from the task's preset.
 """
-
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from .base import GraphModel
+from .base import GraphModel, constructor_arguments
 from .eqgat import EQGAT, EQGATBlock
 from .painn import PaiNN
 from .schnet import SchNet
 
-__all__ = ["EQGAT", "EQGATBlock", "GraphModel", "MODELS", "PaiNN", "SchNet", "build_model", "register_model"]
+__all__ = ["EQGAT", "EQGATBlock", "GraphModel", "MODELS", "ModelEntry", "PaiNN", "SchNet", "build_model",
+           "count_parameters", "fit_hparams", "model_arguments", "register_model", "task_model_hparams"]
 
 
-def _ablation(flag: str) -> Callable[..., nn.Module]:
-    def build(**hparams) -> nn.Module:
-        if hparams.get(flag, False):
-            raise ValueError(f"this ablation sets {flag}=False; got {flag}={hparams[flag]!r}")
-        hparams[flag] = False
-        return EQGAT.from_hparams(**hparams)
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its class (loaded on first use) and the arguments it fixes."""
 
-    build.__doc__ = f"EQGAT with {flag}=False (paper Table 4)."
-    return build
+    load: Callable[[], type[GraphModel]]
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    doc: str = ""
+
+    def arguments(self) -> tuple[str, ...]:
+        return tuple(a for a in constructor_arguments(self.load()) if a not in self.fixed)
+
+    def build(self, **hparams: Any) -> GraphModel:
+        clash = sorted(k for k in set(hparams) & set(self.fixed) if hparams[k] != self.fixed[k])
+        if clash:
+            raise ValueError(f"this model fixes {', '.join(f'{k}={self.fixed[k]!r}' for k in clash)}; "
+                             f"do not set {', '.join(clash)}")
+        return self.load().from_hparams(**{**hparams, **self.fixed})
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "eqgat": EQGAT.from_hparams,
-    "eqgat_nocross": _ablation("cross_product"),
-    "eqgat_noatt": _ablation("feature_attention"),
+def _segnn() -> type[GraphModel]:
+    """SEGNN baseline; e3nn is imported only when this model is used."""
+    from .segnn import SEGNN
+
+    return SEGNN
+
+
+MODELS: dict[str, ModelEntry] = {
+    "eqgat": ModelEntry(lambda: EQGAT, doc="EQGAT"),
+    "eqgat_nocross": ModelEntry(lambda: EQGAT, {"cross_product": False}, "EQGAT without the cross product (Table 4)"),
+    "eqgat_noatt": ModelEntry(lambda: EQGAT, {"feature_attention": False}, "EQGAT without feature attention (Table 4)"),
+    # baselines (docs/baselines.md)
+    "schnet": ModelEntry(lambda: SchNet, doc="SchNet"),
+    "painn": ModelEntry(lambda: PaiNN, doc="PaiNN"),
+    "segnn": ModelEntry(_segnn, doc="SEGNN (e3nn)"),
 }
 
 
-def _build_segnn(**hparams) -> nn.Module:
-    """SEGNN baseline; e3nn is imported only when this model is built."""
-    from .segnn import SEGNN
-
-    return SEGNN.from_hparams(**hparams)
-
-
-# baselines (docs/baselines.md)
-MODELS.update(schnet=SchNet.from_hparams, painn=PaiNN.from_hparams, segnn=_build_segnn)
-
-
-def register_model(name: str, builder: Callable[..., nn.Module]) -> None:
-    if name in MODELS:
-        raise ValueError(f"model {name!r} is already registered")
-    MODELS[name] = builder
-
-
-def build_model(name: str, **hparams) -> nn.Module:
+def _entry(name: str) -> ModelEntry:
     try:
-        builder = MODELS[name]
+        return MODELS[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}") from None
-    return builder(**hparams)
+
+
+def register_model(name: str, entry: ModelEntry) -> None:
+    if name in MODELS:
+        raise ValueError(f"model {name!r} is already registered")
+    MODELS[name] = entry
+
+
+def build_model(name: str, **hparams: Any) -> GraphModel:
+    return _entry(name).build(**hparams)
+
+
+def model_arguments(name: str) -> tuple[str, ...]:
+    return _entry(name).arguments()
+
+
+def fit_hparams(name: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of a shared set of sizes (a task preset) that model `name` takes."""
+    accepted = set(model_arguments(name))
+    return {k: v for k, v in hparams.items() if k in accepted}
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def task_model_hparams(task, name: str, cutoff: float, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Hyper-parameters of model `name` for a task: the arguments it takes from the task's
+    preset (:meth:`~eqgat.tasks.spec.TaskSpec.model_preset`), the graphs' `cutoff`, then
+    `overrides` (an unknown key, or a cutoff other than the graphs', is an error)."""
+    accepted = set(model_arguments(name))
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        raise ValueError(f"unknown hyper-parameter(s) for {name}: {', '.join(unknown)}; "
+                         f"accepted: {', '.join(sorted(accepted))}")
+    if "cutoff" in overrides and float(overrides["cutoff"]) != float(cutoff):
+        raise ValueError(f"model cutoff {overrides['cutoff']} Å differs from the cutoff the graphs were built "
+                         f"with ({cutoff} Å): the cutoff is the graphs' (set it in the task's graph section)")
+    hparams = fit_hparams(name, task.model_preset(name))
+    hparams["cutoff"] = float(cutoff)
+    return {**hparams, **overrides}

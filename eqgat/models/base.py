@@ -22,8 +22,8 @@ __all__ = ["GraphModel", "check_common"]
 VECTOR_AGGREGATIONS = ("mean", "sum")
 
 
-def check_common(num_layers: int, readout: str, vector_aggr: str) -> None:
-    """Raise ``ValueError`` for the arguments every model shares when they are out of range."""
+def check_common(num_layers: int, readout: str, vector_aggr: str = "sum") -> None:
+    """Raise ``ValueError`` for the arguments models share when they are out of range."""
     if num_layers < 1:
         raise ValueError("num_layers must be >= 1")
     check_readout_mode(readout)

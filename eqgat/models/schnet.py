@@ -17,8 +17,8 @@ builds its own radius graph (needs torch-cluster) and has its own readout.  This
 * reads out with our common heads: ``x = Linear(Fs, Fs)(h)`` per node, then graph mean /
   centre node / centre pair, then ``Linear -> SiLU -> Linear`` (see :class:`ScalarReadout`).
 
-Hidden width = number of filters = ``hidden_scalars``; ``hidden_vectors`` and ``vector_aggr``
-are accepted and ignored (SchNet has no vector features; CFConv always sums).
+Hidden width = number of filters = ``hidden_scalars``. SchNet has no vector features and CFConv
+always sums, so it takes no vector settings.
 """
 
 from __future__ import annotations
@@ -39,18 +39,16 @@ class SchNet(GraphModel):
         self,
         num_elements: int = 9,
         hidden_scalars: int = 100,
-        hidden_vectors: int = 16,
         num_layers: int = 5,
         num_radial: int = 32,
         cutoff: float = 4.5,
         out_dim: int = 1,
         readout: str = "graph",
-        vector_aggr: str = "mean",
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
         self.record_hparams(locals())
-        check_common(num_layers, readout, vector_aggr)
+        check_common(num_layers, readout)
         self.cutoff = float(cutoff)
         self.eps = float(eps)
         self.embedding = nn.Embedding(num_elements, hidden_scalars)

@@ -65,7 +65,6 @@ __all__ = [
     "concat_irreps",
     "grouped_irreps",
     "hidden_irreps",
-    "segnn_config",
 ]
 
 LMAX = 2
@@ -235,15 +234,3 @@ class SEGNN(GraphModel):
         for layer in self.layers:
             h = layer(h, edge_index, edge_attr, node_attr, radial)
         return self.pre_pool2(self.pre_pool1(h, node_attr), node_attr)
-
-
-#: Per-task overrides of ``PAPER_CONFIGS[task]`` applied by :func:`segnn_config`
-#: (see docs/baselines.md).  ATOM3D: the paper's 3-layer SEGNN with (100, 16, 8) channels
-#: (Ft = Fv // 2 = 8 by default).  Triangle: the paper gives 3 layers and 32 / 8 channels but
-#: not the l = 2 width; Ft = 7 puts the count at 61.8k next to the paper's 60.9k.
-def segnn_config(task: str) -> dict:
-    """SEGNN's hyper-parameters for a paper task (see ``eqgat.configs.MODEL_PRESETS``):
-    ``build_model("segnn", **segnn_config(task))``."""
-    from ..configs import model_config
-
-    return model_config("segnn", task)

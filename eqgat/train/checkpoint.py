@@ -1,14 +1,29 @@
-"""Training checkpoints: the resumable state after each epoch, and the best model."""
+"""Training checkpoints: the resumable state after each epoch, and the best model.
+
+Checkpoints hold only tensors, state dicts and plain metadata, and are loaded with
+``torch.load(weights_only=True)``: a checkpoint carrying anything else (pickled objects, which
+would run code when loaded) is refused with an error naming the file, never executed.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import pickle
+import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from preprocess.atomic import atomic_path
+
+__all__ = ["CheckpointError", "fingerprint", "load_checkpoint", "move_aside", "save_checkpoint"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is unreadable, truncated, or holds more than weights and metadata."""
 
 
 def fingerprint(*parts: Any) -> str:
@@ -23,4 +38,26 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=False)
+    """Load a checkpoint weights-only; :class:`CheckpointError` names the file when it is not
+    a readable checkpoint of tensors and plain data."""
+    path = Path(path)
+    try:
+        saved = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: refused: it holds more than tensors and plain data, which could run code "
+                              f"when loaded ({str(exc).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: not a checkpoint (a {type(saved).__name__}, expected a dict)")
+    return saved
+
+
+def move_aside(path: str | Path) -> Path:
+    """Rename a damaged file to ``<name>.damaged-<time>`` beside it; returns the new path."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(path, target)
+    return target

@@ -1,9 +1,9 @@
-"""Readers turning ATOM3D LMDB records into task samples.
+"""Readers turning ATOM3D LMDB records into task samples, and what they share.
 
-Every task module (``lba``, ``psr``, ``rsr``, ``res``, ``ppi``) exposes
-``samples(record, index, strict=False, report=None, **options) -> Iterator[Sample]`` and a
-``LABELS`` description. ``read_samples(task, lmdb_path, start, stop)`` chains
-``lmdb_records.iter_records`` with the task reader for one slice of an LMDB.
+Every reader module (``lba``, ``ranking`` for PSR and RSR, ``res``, ``ppi``) exposes
+``samples(record, index, strict=False, report=None, **options) -> Iterator[Sample]``; the task
+declarations in :mod:`eqgat.tasks` name them. ``read_samples(reader, lmdb_path, start, stop)``
+chains ``lmdb_records.iter_records`` with a reader for one slice of an LMDB.
 
 Bad input (NaN coordinates, empty atom table, missing label, malformed fields, records
 that will not decode) is skipped and counted in a ``report.SkipReport``; with
@@ -13,7 +13,6 @@ See ``docs/atom3d.md`` for the per-task conventions.
 """
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Iterator, Union
@@ -23,15 +22,11 @@ import pandas as pd
 
 from preprocess.elements import element_index, is_hydrogen
 
-from .report import (
-    EMPTY_ATOMS, MALFORMED, MISSING_FIELD, MISSING_LABEL, NAN_COORDINATES,
-    UNKNOWN_ELEMENT, SkipReport,
-)
+from .report import EMPTY_ATOMS, MALFORMED, MISSING_FIELD, MISSING_LABEL, NAN_COORDINATES, SkipReport
 
-TASKS = ("lba", "psr", "rsr", "res", "ppi")
 COORD_COLUMNS = ["x", "y", "z"]
 
-Extra = dict[str, Union[int, float, str]]
+FieldValue = Union[int, str, np.ndarray]
 
 
 @dataclass
@@ -39,17 +34,19 @@ class Sample:
     """One graph's worth of atoms.
 
     ``pos`` float32 [N, 3]; ``z`` int8 [N] (``preprocess.elements`` vocabulary);
-    ``y`` float32 [T] for regression, int for classification (RES class, PPI 0/1);
-    ``center_index`` the read-out atom (RES C-alpha; PPI: partner-0 C-alpha) or -1;
-    ``extra`` scalar metadata (int/float/str only).
+    ``y`` float32 [T] for regression, int for classes (RES residue, 0/1), ``None`` where the
+    shards hold no label per graph (PPI complexes: the pairs drawn from them are labelled);
+    ``fields`` the task's declared per-graph columns (e.g. ``center_index``, the read-out atom;
+    ``target``, the structure a decoy belongs to); ``parts`` the atom counts of consecutive
+    parts that get edges only among themselves (``None``: one part).
     """
 
     id: str
     pos: np.ndarray
     z: np.ndarray
-    y: Union[np.ndarray, int]
-    center_index: int = -1
-    extra: Extra = field(default_factory=dict)
+    y: Union[np.ndarray, int, None]
+    fields: dict[str, FieldValue] = field(default_factory=dict)
+    parts: Union[tuple[int, ...], None] = None
 
     @property
     def num_atoms(self) -> int:
@@ -170,10 +167,9 @@ def elements(df: pd.DataFrame, report: SkipReport | None) -> tuple[np.ndarray, i
     """int8 element indices and the number of atoms mapped to 'other' (noted in report)."""
     unknown: dict[str, int] = {}
     z = element_index(df["element"].to_numpy(), unknown=unknown)
-    n_unknown = sum(unknown.values())
-    if report is not None and n_unknown:
-        report.note(UNKNOWN_ELEMENT, n_unknown)
-    return z, n_unknown
+    if report is not None and unknown:
+        report.note_unknown_elements(unknown)
+    return z, sum(unknown.values())
 
 
 def _as_float(value, what: str) -> float:
@@ -215,32 +211,17 @@ def score(record, key: str, container: str = "scores") -> float:
     raise SkipSample(MALFORMED, f"{container!r} is a {type(s).__name__}")
 
 
-# ---------------------------------------------------------------------------------------
-# task registry
-# ---------------------------------------------------------------------------------------
-def reader(task: str):
-    """The module implementing ``task`` (``samples``, ``LABELS``)."""
-    task = task.lower()
-    if task not in TASKS:
-        raise ValueError(f"unknown ATOM3D task {task!r}; expected one of {TASKS}")
-    module = {"psr": "ranking", "rsr": "ranking"}.get(task, task)
-    mod = importlib.import_module(f"{__name__}.{module}")
-    return getattr(mod, task.upper()) if module == "ranking" else mod
-
-
-def read_samples(task: str, path, start: int = 0, stop: int | None = None, *,
+def read_samples(reader, path, start: int = 0, stop: int | None = None, *,
                  strict: bool = False, report: SkipReport | None = None,
                  **options) -> Iterator[Sample]:
-    """Samples of records ``[start, stop)`` of one ATOM3D LMDB (see ``reader(task)``)."""
+    """Samples of records ``[start, stop)`` of one ATOM3D LMDB through ``reader`` (a reader
+    module's ``samples`` function)."""
     from .lmdb_records import iter_records
 
     if report is None and not strict:
         report = SkipReport()
-    mod = reader(task)
     for index, record in iter_records(path, start, stop, report=report, strict=strict):
-        yield from mod.samples(record, index, strict=strict, report=report, **options)
+        yield from reader(record, index, strict=strict, report=report, **options)
 
 
-__all__ = [
-    "Sample", "RecordError", "SkipReport", "TASKS", "reader", "read_samples",
-]
+__all__ = ["RecordError", "Sample", "SkipReport", "SkipSample", "read_samples"]

@@ -4,9 +4,9 @@
 * PSR label ``scores['gdt_ts']`` (higher is better);
   RSR label ``scores['rms']`` (RMSD in Angstrom, lower is better, regressed as-is);
 * ``id`` = the record's id, the string of a ``(target, decoy)`` tuple, e.g.
-  ``"('T0759', 'server01_TS1')"``; ``extra['target']``/``extra['decoy']`` parsed from it
-  by ``parse_id`` (plain strings: ``"target/decoy"`` splits at the first '/', anything else
-  is its own target with an empty decoy).
+  ``"('T0759', 'server01_TS1')"``; fields ``target`` and ``decoy`` are read from it by
+  ``parse_id`` (plain strings: ``"target/decoy"`` splits at the first '/', anything else is
+  its own target with an empty decoy). The per-target metrics group by the ``target`` field.
 
 Ranking metrics (per-target mean and global Spearman) are computed between predictions
 and labels as they are, with no sign flip: a model predicting RMSD (or GDT_TS) exactly
@@ -61,17 +61,12 @@ def parse_target(rid) -> str:
 
 
 class RankingTask:
+    """Reader of one ranking task: ``score_key`` names the label in ``record['scores']``."""
+
     def __init__(self, name: str, score_key: str, description: str):
         self.name = name
         self.score_key = score_key
-        self.LABELS = {
-            "task": name,
-            "kind": "regression",
-            "targets": [score_key],
-            "source": f"record['scores'][{score_key!r}]",
-            "description": description,
-            "group_by": "extra['target']",
-        }
+        self.description = description
 
     def samples(self, record, index: int, strict: bool = False,
                 report: SkipReport | None = None) -> Iterator[Sample]:
@@ -83,13 +78,10 @@ class RankingTask:
         atoms = drop_hydrogens(atom_table(record, "atoms"))
         pos = coordinates(atoms, "atoms (heavy)")
         y = np.array([score(record, self.score_key)], dtype=np.float32)
-        z, n_unknown = elements(atoms, report)
+        z, _ = elements(atoms, report)
         rid = record_id(record, index)
         target, decoy = parse_id(record.get("id", rid))
-        return Sample(
-            id=rid, pos=pos, z=z, y=y,
-            extra={"target": target, "decoy": decoy, "unknown_elements": n_unknown},
-        )
+        return Sample(id=rid, pos=pos, z=z, y=y, fields={"target": target, "decoy": decoy})
 
     __call__ = samples
 

@@ -25,6 +25,7 @@ NO_PARTNERS = "no_partners"            # PPI: could not identify the two partner
 
 # Non-fatal notes
 UNKNOWN_ELEMENT = "unknown_element_atoms"  # atoms mapped to 'other' (counted, kept)
+UNKNOWN_SYMBOL = "unknown_element:"        # + the symbol: such atoms per element symbol
 
 
 @dataclass
@@ -48,6 +49,17 @@ class SkipReport:
         """Count a non-fatal event (nothing is skipped)."""
         if n:
             self.notes[what] = self.notes.get(what, 0) + int(n)
+
+    def note_unknown_elements(self, per_symbol: dict[str, int]) -> None:
+        """Count atoms mapped to 'other': in total and per element symbol."""
+        self.note(UNKNOWN_ELEMENT, sum(per_symbol.values()))
+        for symbol, n in per_symbol.items():
+            self.note(f"{UNKNOWN_SYMBOL}{symbol or '?'}", n)
+
+    @property
+    def unknown_elements(self) -> dict[str, int]:
+        """Atoms mapped to 'other' per element symbol."""
+        return {k[len(UNKNOWN_SYMBOL):]: v for k, v in self.notes.items() if k.startswith(UNKNOWN_SYMBOL)}
 
     # -- queries -----------------------------------------------------------------------
     @property

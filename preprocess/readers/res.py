@@ -10,8 +10,9 @@ One sample per label row k:
 * ``y`` = class of the central residue, alphabetical (``preprocess.elements.RESIDUE_CLASSES``,
   ALA=0 ... VAL=19), from the residue name in ``subunit``; if ``subunit`` has no residue
   name, from ``label`` (a name, or atom3d's own integer code ``ATOM3D_RES_LABELS``);
-* ``center_index`` = position, among the kept atoms, of the atom named 'CA' (element C)
+* field ``center_index`` = position, among the kept atoms, of the atom named 'CA' (element C)
   with the chain and residue number (and insertion code, if any) of ``subunit``;
+* ``id`` = ``"<record id>/<subunit>"``;
 * skipped and counted: non-canonical residues (``noncanonical_residue``) and environments
   where that C-alpha is not found exactly once (``ca_not_unique``); bad input (NaN
   coordinates, empty environment) as for every task.
@@ -24,24 +25,17 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from preprocess.elements import ELEMENTS, HYDROGEN_INDEX, OTHER_INDEX, RESIDUE_CLASSES, residue_index
+from collections import Counter
+
+from preprocess.elements import ELEMENTS, HYDROGEN_INDEX, OTHER_INDEX, normalize_symbol, residue_index
 
 from . import (
     Sample, SkipSample, atom_table, guard, record_id, require,
 )
 from .report import (
     CA_NOT_UNIQUE, EMPTY_ATOMS, MALFORMED, MISSING_LABEL, NAN_COORDINATES,
-    NONCANONICAL_RESIDUE, UNKNOWN_ELEMENT, SkipReport,
+    NONCANONICAL_RESIDUE, SkipReport,
 )
-
-LABELS = {
-    "task": "res",
-    "kind": "classification",
-    "num_classes": len(RESIDUE_CLASSES),
-    "classes": list(RESIDUE_CLASSES),
-    "source": "residue name in labels['subunit'] ('chain_resnum_resname')",
-    "readout": "center_index = C-alpha of the central residue",
-}
 
 # atom3d's own integer coding of RES labels (examples/res), used only as a fallback.
 ATOM3D_RES_LABELS = (
@@ -95,6 +89,7 @@ class _Prepared:
 
         self.n = len(atoms)
         self.z, _ = _elements(atoms, None)
+        self.symbol = atoms["element"].map(normalize_symbol).to_numpy(dtype=object)
         self.pos = atoms[["x", "y", "z"]].to_numpy(dtype=np.float64)
         self.chain = _str_column(atoms, "chain")
         self.resnum = pd.to_numeric(atoms["residue"], errors="coerce").to_numpy(dtype=np.float64) \
@@ -161,12 +156,8 @@ def _environment(p: _Prepared, row, indices, rid: str, k: int, report) -> Sample
     if where.size != 1:
         raise SkipSample(CA_NOT_UNIQUE, f"{where.size} C-alpha(s) for {subunit}", bad=False)
     z = p.z[idx]
-    n_unknown = int(np.count_nonzero(z == OTHER_INDEX))
-    if report is not None and n_unknown:
-        report.note(UNKNOWN_ELEMENT, n_unknown)
-    return Sample(
-        id=f"{rid}/{subunit}", pos=pos.astype(np.float32), z=z.copy(), y=int(cls),
-        center_index=int(where[0]),
-        extra={"record_id": rid, "row": k, "subunit": str(subunit), "resname": resname,
-               "chain": chain, "residue": int(num), "unknown_elements": n_unknown},
-    )
+    unknown = z == OTHER_INDEX
+    if report is not None and unknown.any():
+        report.note_unknown_elements(dict(Counter(p.symbol[idx][unknown].tolist())))
+    return Sample(id=f"{rid}/{subunit}", pos=pos.astype(np.float32), z=z.copy(), y=int(cls),
+                  fields={"center_index": int(where[0])})

@@ -14,7 +14,7 @@ rule aggregate:
         CONDA_ENV
     params:
         notes=json.dumps(config.get("notes", {})),
-        code=code_version("aggregate"),
+        code=code_version("aggregate", *config["tasks"]),
     shell:
         "python -m eqgat aggregate --metrics {input:q} --notes {params.notes:q}"
         " --out-md {output.md:q} --out-csv {output.csv:q} --out-png {output.png:q} > {log:q} 2>&1"

@@ -1,17 +1,21 @@
-# Shared helpers: config validation, output paths, code versions.
+# Shared helpers: config validation and task sections, output paths, code versions.
+# Every task-specific fact comes from the task declarations in eqgat/tasks/.
 import json
-import shlex
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 from eqgat.provenance import code_version as stage_code_version
-from preprocess.download import ARCHIVES
+from eqgat.tasks import TASKS
+from eqgat.tasks.config import validate_config
+from preprocess.download import archives
 
 min_version("9.0")
 
 
-validate(config, schema="../schemas/config.schema.yaml")
+# The schema (workflow/schemas/config.schema.yaml + the task declarations) checks every key;
+# each task's section becomes its paper protocol with the config's keys laid over it.
+validate_config(config)
 
 ROOT = Path(workflow.basedir)
 # one software environment for every rule (used with `--sdm conda`)
@@ -19,14 +23,16 @@ CONDA_ENV = "../envs/eqgat.yaml"
 RESULTS = config["results_dir"]
 RESOURCES = config["resources_dir"]
 LOGS = config["logs_dir"]
+ARCHIVES = archives()
 
 
-def code_version(stage):
-    """Hash of the Python sources a stage runs (eqgat/provenance.py lists them), in this checkout."""
-    return stage_code_version(stage, ROOT)
+def code_version(stage, *tasks):
+    """Hash of the Python sources a stage runs for tasks (eqgat/provenance.py lists them)."""
+    return stage_code_version(stage, *tasks, root=ROOT)
 
 
-def task_config(task):
+def section(task):
+    """A task's effective config section (its paper protocol + the config)."""
     return config[task]
 
 
@@ -43,61 +49,45 @@ def all_metrics():
     ]
 
 
-def graph_source(wildcards):
-    """Triangle: the generated clouds; ATOM3D: the extracted download (its mtime is ignored,
-    so re-extracting, e.g. after a mirror change, does not rebuild the graphs)."""
-    if wildcards.task == "triangle":
-        return f"{RESULTS}/triangle/raw/clouds.h5"
-    return [ancient(marker) for marker in download_markers(wildcards.task)]
-
-
-def source_args(task):
-    """Command-line options telling `preprocess build-graphs` where a task's data is."""
-    if task == "triangle":
-        return f"--raw {RESULTS}/triangle/raw/clouds.h5"
-    options = task_config(task)
-    args = f"--source {RESOURCES}/{dataset_of(task)}"
-    if options.get("strict"):
-        args += " --strict"
-    if options.get("max_records"):
-        args += f" --max-records {options['max_records']}"
-    return args
-
-
-def max_neighbors_arg(graph):
-    return "" if graph.get("max_neighbors") is None else f"--max-neighbors {graph['max_neighbors']}"
-
-
-def scheduler_arg():
-    """Where graph building runs: an existing Dask scheduler, Dask workers as SLURM jobs, or
-    (default) a local cluster of `preprocess.workers` processes."""
-    address = config["preprocess"].get("scheduler")
-    if address:
-        return f"--scheduler {address}"
-    slurm = config["preprocess"].get("slurm")
-    return f"--dask-slurm {shlex.quote(json.dumps(slurm, sort_keys=True))}" if slurm else ""
-
-
-def train_params(wildcards):
-    return task_config(wildcards.task)["train"]
-
-
-def model_params(wildcards):
-    model = task_config(wildcards.task)["model"]
-    return {"preset": model["preset"], "overrides": json.dumps(model.get("overrides", {}), sort_keys=True)}
-
-
-def checksum_args(archives):
-    """--checksum NAME=ALGO:HEX for each archive with a configured checksum."""
-    known = config["download"].get("checksums", {})
-    return " ".join(f"--checksum {a.filename}={known[a.filename]}" for a in archives if a.filename in known)
-
-
 def dataset_of(task):
     """The downloaded dataset a task reads (LBA: the sequence-identity split chosen)."""
-    return f"lba{task_config('lba')['split']}" if task == "lba" else task
+    return TASKS[task].source.dataset(section(task))
 
 
 def download_markers(task):
-    dataset = dataset_of(task)
-    return [f"{RESOURCES}/{dataset}/.{a.filename}.complete" for a in ARCHIVES[dataset]]
+    return [f"{RESOURCES}/{dataset_of(task)}/.{a.filename}.complete" for a in ARCHIVES[dataset_of(task)]]
+
+
+def graph_source(wildcards):
+    """What a task's graphs are built from: the generated clouds, or the extracted download
+    (its mtime is ignored, so re-extracting, e.g. after a mirror change, does not rebuild)."""
+    kind = TASKS[wildcards.task].source.kind
+    if kind == "generated":
+        return f"{RESULTS}/{wildcards.task}/raw/clouds.h5"
+    return [ancient(marker) for marker in download_markers(wildcards.task)]
+
+
+def source_location(task):
+    """The path `preprocess build-graphs --source` reads for a task."""
+    if TASKS[task].source.kind == "generated":
+        return f"{RESULTS}/{task}/raw/clouds.h5"
+    return f"{RESOURCES}/{dataset_of(task)}"
+
+
+def source_options(task):
+    """JSON of the task's own config keys (everything but graph, model and train)."""
+    return json.dumps({k: v for k, v in section(task).items() if k not in ("graph", "model", "train")}, sort_keys=True)
+
+
+def train_section(task, model):
+    """JSON of a task section as one model's run sees it: the other models' overrides are left
+    out, so editing them does not retrain this model."""
+    s = dict(section(task))
+    overrides = s["model"]["overrides"]
+    s["model"] = {"overrides": {model: overrides[model]} if model in overrides else {}}
+    return json.dumps(s, sort_keys=True)
+
+
+def dask_slurm():
+    slurm = config["preprocess"].get("slurm")
+    return json.dumps(slurm, sort_keys=True) if slurm else ""

@@ -12,13 +12,16 @@ rule build_graphs:
         CONDA_ENV
     threads: config["preprocess"]["workers"]
     params:
-        source=lambda wc: source_args(wc.task),
-        graph=lambda wc: task_config(wc.task)["graph"],
-        max_neighbors=lambda wc: max_neighbors_arg(task_config(wc.task)["graph"]),
+        source=lambda wc: source_location(wc.task),
+        options=lambda wc: source_options(wc.task),
+        cutoff=lambda wc: section(wc.task)["graph"]["cutoff"],
+        max_neighbors=lambda wc: section(wc.task)["graph"]["max_neighbors"] or -1,
         shard_size=config["preprocess"]["shard_size"],
-        scheduler=scheduler_arg(),
-        code=lambda wc: code_version("graphs" if wc.task == "triangle" else "graphs_atom3d"),
+        scheduler=config["preprocess"].get("scheduler") or "",
+        dask_slurm=dask_slurm(),
+        code=lambda wc: code_version("graphs", wc.task),
     shell:
-        "python -m preprocess build-graphs --task {wildcards.task} {params.source} --out {output:q}"
-        " --cutoff {params.graph[cutoff]} {params.max_neighbors} --shard-size {params.shard_size}"
-        " --workers {threads} {params.scheduler} > {log:q} 2>&1"
+        "python -m preprocess build-graphs --task {wildcards.task:q} --source {params.source:q} --out {output:q}"
+        " --options {params.options:q} --cutoff {params.cutoff:q} --max-neighbors {params.max_neighbors:q}"
+        " --shard-size {params.shard_size:q} --workers {threads} --scheduler={params.scheduler:q}"
+        " --dask-slurm={params.dask_slurm:q} > {log:q} 2>&1"

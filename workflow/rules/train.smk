@@ -18,19 +18,15 @@ rule train:
     wildcard_constraints:
         seed=r"\d+",
     params:
-        train=train_params,
-        model=model_params,
+        section=lambda wc: train_section(wc.task, wc.model),
         device=config["device"],
-        amp="--amp" if config["mixed_precision"] else "",
+        amp="--amp" if config["mixed_precision"] else "--no-amp",
         run_dir=lambda wc: run_dir(wc.task, wc.model, wc.seed),
-        code=code_version("train"),
+        code=lambda wc: code_version("train", wc.task),
     shell:
-        "python -m eqgat train --task {wildcards.task} --model {wildcards.model} --seed {wildcards.seed}"
-        " --data {input.graphs:q} --out {params.run_dir:q} --device {params.device} {params.amp} --threads {threads}"
-        " --preset {params.model[preset]} --hparams {params.model[overrides]:q}"
-        " --epochs {params.train[epochs]} --batch-size {params.train[batch_size]} --lr {params.train[lr]}"
-        " --lr-factor {params.train[lr_factor]} --lr-patience {params.train[lr_patience]}"
-        " --lr-min {params.train[lr_min]} --clip-norm {params.train[clip_norm]} > {log:q} 2>&1"
+        "python -m eqgat train --task {wildcards.task:q} --model {wildcards.model:q} --seed {wildcards.seed:q}"
+        " --data {input.graphs:q} --out {params.run_dir:q} --device {params.device:q} {params.amp}"
+        " --threads {threads} --section {params.section:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -50,10 +46,10 @@ rule evaluate:
     wildcard_constraints:
         seed=r"\d+",
     params:
-        batch_size=lambda wc: task_config(wc.task)["train"]["batch_size"],
+        section=lambda wc: train_section(wc.task, wc.model),
         device=config["device"],
-        code=code_version("evaluate"),
+        code=lambda wc: code_version("evaluate", wc.task),
     shell:
-        "python -m eqgat evaluate --task {wildcards.task} --seed {wildcards.seed} --data {input.graphs:q}"
+        "python -m eqgat evaluate --task {wildcards.task:q} --seed {wildcards.seed:q} --data {input.graphs:q}"
         " --checkpoint {input.best:q} --out {output.metrics:q} --predictions {output.predictions:q}"
-        " --batch-size {params.batch_size} --device {params.device} --threads {threads} > {log:q} 2>&1"
+        " --section {params.section:q} --device {params.device:q} --threads {threads} > {log:q} 2>&1"

@@ -13,6 +13,6 @@ rule generate_triangle:
         code=code_version("generate"),
     shell:
         "python -m preprocess generate-triangle --out {output:q}"
-        " --num-clouds {params.data[num_clouds]} --seed {params.data[seed]}"
-        " --num-points {params.data[num_points]} --radius {params.data[radius]}"
-        " --min-dist {params.data[min_dist]} > {log:q} 2>&1"
+        " --num-clouds {params.data[num_clouds]:q} --seed {params.data[seed]:q}"
+        " --num-points {params.data[num_points]:q} --radius {params.data[radius]:q}"
+        " --min-dist {params.data[min_dist]:q} > {log:q} 2>&1"

@@ -1,0 +1,132 @@
+"""The workflow config, as the task declarations shape it.
+
+* :func:`config_schema`: the JSON schema of a config file: the static part in
+  ``workflow/schemas/config.schema.yaml`` with the task and model names and one section per task
+  filled in from the registries (a task's section: ``graph``, ``model``, ``train`` and the keys
+  its declaration adds);
+* :func:`task_section`: a task's effective section: its paper protocol (the declaration) with
+  the config's section laid over it, key by key;
+* :func:`validate_config`: check a config against the schema (a typo or a float where an
+  integer belongs is an error) and fill in every task section.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from . import TASKS
+from .spec import TaskSpec
+
+__all__ = ["SCHEMA_PATH", "config_schema", "deep_merge", "task_section", "validate_config"]
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+
+_TRAIN_KEYS = {
+    "epochs": {"type": "integer", "minimum": 1, "description": "number of epochs"},
+    "batch_size": {"type": "integer", "minimum": 1},
+    "lr": {"type": "number", "exclusiveMinimum": 0, "description": "Adam learning rate (the peak, with warm-up)"},
+    "schedule": {"enum": ["plateau", "cosine"],
+                 "description": "plateau: ReduceLROnPlateau on the selection metric (the paper); cosine: linear warm-up, then cosine decay to lr_min"},
+    "warmup_epochs": {"type": "number", "minimum": 0, "description": "linear warm-up from 0 over this many epochs (fractions allowed)"},
+    "lr_factor": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "description": "ReduceLROnPlateau factor"},
+    "lr_patience": {"type": "integer", "minimum": 0, "description": "ReduceLROnPlateau patience (epochs)"},
+    "lr_min": {"type": "number", "minimum": 0},
+    "clip_norm": {"type": "number", "exclusiveMinimum": 0, "description": "gradient-norm clip"},
+}
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any] | None) -> dict[str, Any]:
+    """`base` with `over` laid on top, mappings merged key by key (neither is changed)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in (over or {}).items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def task_section(task: TaskSpec, section: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The effective config section of a task: its paper protocol, overridden by `section`."""
+    return deep_merge(task.protocol, section)
+
+
+def _section_schema(task: TaskSpec, model_names: list[str]) -> dict[str, Any]:
+    train = dict(_TRAIN_KEYS)
+    train["loss"] = {"enum": list(task.loss_names), "description": "training loss"}
+    train["selection"] = {"enum": list(task.selection_choices),
+                          "description": "validation metric selecting the best checkpoint and driving the LR plateau"}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "description": f"{task.title}; unset keys take the paper protocol's values (eqgat/tasks/{task.name}.py)",
+        "properties": {
+            "graph": {"type": "object", "additionalProperties": False, "properties": {
+                "cutoff": {"type": "number", "exclusiveMinimum": 0, "description": "radius-graph cutoff in Å (the model's too)"},
+                "max_neighbors": {"type": ["integer", "null"], "minimum": 1,
+                                  "description": "keep only the k nearest neighbours (null = exact radius graph)"},
+            }},
+            "model": {"type": "object", "additionalProperties": False, "properties": {
+                "overrides": {"type": "object", "propertyNames": {"enum": model_names},
+                              "additionalProperties": {"type": "object"},
+                              "description": "per model: hyper-parameters replacing the task's preset"},
+            }},
+            "train": {"type": "object", "additionalProperties": False, "properties": train},
+            **copy.deepcopy(dict(task.options_schema)),
+        },
+    }
+
+
+def config_schema(base_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """The config schema: the static part with the registries' names and task sections."""
+    from eqgat.models import MODELS
+
+    schema = yaml.safe_load(Path(base_path).read_text())
+    names = list(MODELS)
+    props = schema["properties"]
+    props["tasks"]["items"] = {"enum": list(TASKS)}
+    props["models"]["items"] = {"enum": names}
+    props["notes"]["propertyNames"] = {"enum": list(TASKS)}
+    for task in TASKS.values():
+        props[task.name] = _section_schema(task, names)
+    return schema
+
+
+def _is_integer(checker, instance) -> bool:
+    """Integers are ints: 1.0 is not (JSON Schema would accept it and the job fail later)."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _is_number(checker, instance) -> bool:
+    return isinstance(instance, (int, float)) and not isinstance(instance, bool)
+
+
+def _validator(schema: dict[str, Any]):
+    """A Draft 2020-12 validator with strict integers that also fills in the schema's defaults."""
+    from jsonschema import Draft202012Validator, validators
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(name, copy.deepcopy(sub["default"]))
+        yield from Draft202012Validator.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    types = Draft202012Validator.TYPE_CHECKER.redefine_many({"integer": _is_integer, "number": _is_number})
+    return validators.extend(Draft202012Validator, {"properties": set_defaults}, type_checker=types)(schema)
+
+
+def validate_config(config: dict[str, Any], base_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """Check `config` (in place: defaults added, every task section made effective) and return
+    it; ``ValueError`` lists every problem with its key path."""
+    validator = _validator(config_schema(base_path))
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        lines = [f"  {'.'.join(str(p) for p in e.path) or '<top>'}: {e.message}" for e in errors]
+        raise ValueError("invalid config:\n" + "\n".join(lines))
+    for task in TASKS.values():
+        config[task.name] = task_section(task, config.get(task.name))
+    return config

@@ -1,0 +1,52 @@
+"""LBA: ligand binding affinity (ATOM3D), regression of -log K on the pocket + ligand.
+
+Graph: pocket atoms then ligand atoms, hydrogens kept (:mod:`preprocess.readers.lba`). Split by
+sequence identity 30 % (Table 1) or 60 % (config ``split``). The authors train LBA without any
+norm: 3 layers, 20 epochs, batch 16, MSE; RMSE is the headline metric.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from eqgat import metrics as M
+from preprocess.download import Archive
+from preprocess.readers import lba
+from preprocess.sources import LmdbSplits
+
+from ._atom3d import ATOM3D_OPTIONS, EQGAT_ATOM3D, SEGNN_ATOM3D
+from .spec import Field, Label, Metric, TaskSpec, atom3d_protocol
+
+_GB = 10 ** 9
+
+
+def evaluate(pred: np.ndarray, y: np.ndarray, columns: Mapping[str, Sequence]) -> dict[str, float]:
+    pred, y = pred.reshape(-1), y.reshape(-1)
+    return {"rmse": M.rmse(pred, y), "mae": M.mae(pred, y), "pearson": M.pearson(pred, y),
+            "spearman": M.spearman(pred, y)}
+
+
+def _archive(identity: int) -> tuple[Archive, ...]:
+    folder = f"split-by-sequence-identity-{identity}"
+    return (Archive(f"lba{identity}", "4914718", f"LBA-split-by-sequence-identity-{identity}.tar.gz", folder,
+                    f"{folder}/data/{{train,val,test}}", int(0.56 * _GB)),)
+
+
+TASK = TaskSpec(
+    name="lba",
+    title="Ligand binding affinity (ATOM3D LBA)",
+    source=LmdbSplits(datasets={"lba30": _archive(30), "lba60": _archive(60)}, option="split",
+                      choices={30: "lba30", 60: "lba60"}),
+    reader=lba.samples,
+    fields=(Field("num_ligand_atoms", "int", "the last that many atoms are the ligand"),),
+    label=Label("regression", ("neglog_aff",)),
+    readout="graph",
+    metrics=(Metric("rmse", False, in_table=True), Metric("mae", False),
+             Metric("pearson", True, in_table=True), Metric("spearman", True, in_table=True)),
+    evaluate=evaluate,
+    model=dict(EQGAT_ATOM3D, num_layers=3, norm=False),
+    model_presets=SEGNN_ATOM3D,
+    protocol={**atom3d_protocol(epochs=20, batch_size=16), "split": 30},
+    options_schema={**ATOM3D_OPTIONS, "split": {"enum": [30, 60], "description": "sequence-identity split"}},
+)
