@@ -1,8 +1,9 @@
-"""Skip accounting for the ATOM3D readers.
+"""Skip accounting for the ATOM3D readers and the users' structure files.
 
 A ``SkipReport`` counts, per reason, the records (or samples: RES environments, PPI
-pairs) that were skipped, keeps the first few identifiers per reason, and separately
-counts non-fatal notes (e.g. atoms with an unknown element mapped to 'other'). It is
+pairs; structure files) that were skipped, keeps the first few identifiers per reason, and
+separately counts non-fatal notes (e.g. atoms with an unknown element mapped to 'other';
+per element symbol under ``unknown_element:<symbol>`` keys, see ``unknown_elements``). It is
 JSON-serialisable (``to_dict``/``from_dict``/``to_json``) and mergeable (``merge`` or
 ``+``), so every Dask task can keep its own report and the driver sums them.
 """
@@ -22,10 +23,16 @@ MISSING_LABEL = "missing_label"        # label key absent, None or NaN
 NONCANONICAL_RESIDUE = "noncanonical_residue"  # RES: central residue not one of the 20
 CA_NOT_UNIQUE = "ca_not_unique"        # RES/PPI: central C-alpha found 0 or >1 times
 NO_PARTNERS = "no_partners"            # PPI: could not identify the two partners
+UNPARSEABLE = "unparseable"            # structures: not a readable PDB / mmCIF (or corrupt .gz)
+MISSING_FILE = "missing_file"          # structures: a labels CSV row names no file on disk
+UNSUPPORTED_FORMAT = "unsupported_format"  # structures: not .pdb/.ent/.cif/.mmcif (optionally .gz)
+INVALID_LABEL = "invalid_label"        # structures: a regression label that is not a finite number
+UNLABELLED_FILE = "unlabelled_file"    # structures: a structure file with no labels CSV row (not used)
 
 # Non-fatal notes
 UNKNOWN_ELEMENT = "unknown_element_atoms"  # atoms mapped to 'other' (counted, kept)
 UNKNOWN_SYMBOL = "unknown_element:"        # + the symbol: such atoms per element symbol
+ALTLOC_DROPPED = "altloc_dropped_atoms"    # structures: atoms of the alternate locations not kept
 
 
 @dataclass
@@ -59,7 +66,7 @@ class SkipReport:
     @property
     def unknown_elements(self) -> dict[str, int]:
         """Atoms mapped to 'other' per element symbol."""
-        return {k[len(UNKNOWN_SYMBOL):]: v for k, v in self.notes.items() if k.startswith(UNKNOWN_SYMBOL)}
+        return {k[len(UNKNOWN_SYMBOL):]: v for k, v in sorted(self.notes.items()) if k.startswith(UNKNOWN_SYMBOL)}
 
     # -- queries -----------------------------------------------------------------------
     @property
