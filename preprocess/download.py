@@ -219,11 +219,16 @@ class ChecksumError(DownloadError):
 
 
 class ExtractError(RuntimeError):
-    """An archive could not be extracted safely (corrupt, truncated, or unsafe member)."""
+    """An archive could not be extracted safely (corrupt, truncated, or unsafe member).
 
-    def __init__(self, archive: str | os.PathLike, reason: str):
+    ``corrupt`` is true when the file itself is bad (not an archive, truncated, fails its CRC):
+    :func:`fetch_task` then deletes it so that the next run downloads it again.
+    """
+
+    def __init__(self, archive: str | os.PathLike, reason: str, corrupt: bool = False):
         self.archive = str(archive)
         self.reason = reason
+        self.corrupt = corrupt
         super().__init__(f"cannot extract {archive}: {reason}")
 
 
@@ -263,8 +268,11 @@ def file_digest(path: str | os.PathLike, algo: str = "sha256") -> str:
 
 
 def _verify_existing(path: Path, expected_size: int | None,
-                     check: tuple[str, str] | None) -> str | None:
+                     check: tuple[str, str] | None, expect_archive: bool = False) -> str | None:
     """None when ``path`` matches the expected size and digest, else the reason it does not."""
+    what = describe_file(path) if expect_archive else None
+    if what is not None:
+        return f"it is {what}, not an archive"
     size = path.stat().st_size
     if expected_size is not None and size != expected_size:
         return f"size {size} != expected {expected_size}"
@@ -273,6 +281,66 @@ def _verify_existing(path: Path, expected_size: int | None,
         if actual != check[1]:
             return f"{check[0]} {actual} != expected {check[1]}"
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# what a file is
+# --------------------------------------------------------------------------------------------
+
+_ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
+_OTHER_MAGIC = ((b"PK\x03\x04", "a zip file"), (b"PK\x05\x06", "a zip file (empty)"),
+                (b"%PDF-", "a PDF file"), (b"7z\xbc\xaf\x27\x1c", "a 7z archive"),
+                (b"Rar!\x1a\x07", "a RAR archive"), (b"\x28\xb5\x2f\xfd", "a zstd-compressed file"))
+_SNIFF = 4096
+
+
+def describe_file(path: str | os.PathLike) -> str | None:
+    """None when ``path`` starts like a tar, tar.gz, tar.bz2 or tar.xz archive; else what it is
+    (``"an HTML page of 1234 bytes, starting '<!DOCTYPE html>...'"``, ``"a zip file ..."``)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF)
+    if not head:
+        return "an empty file"
+    if head.startswith(_ARCHIVE_MAGIC) or _is_tar_header(head[:tarfile.BLOCKSIZE]):
+        return None
+    kind = next((what for magic, what in _OTHER_MAGIC if head.startswith(magic)), None)
+    text = _as_text(head)
+    if kind is None and text is not None:
+        kind = _text_kind(text)
+    if kind is None:
+        return f"unrecognised binary data of {size} bytes (first bytes {head[:16].hex()})"
+    excerpt = f", starting {' '.join(text.split())[:60]!r}" if text is not None else ""
+    return f"{kind} of {size} bytes{excerpt}"
+
+
+def _is_tar_header(block: bytes) -> bool:
+    """A valid (checksummed) tar header block: an uncompressed tar archive."""
+    try:
+        tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def _as_text(head: bytes) -> str | None:
+    """``head`` decoded when it is (almost all) printable text, else None."""
+    if b"\x00" in head:
+        return None
+    text = head.decode("utf-8", errors="replace")
+    printable = sum(c.isprintable() or c in "\t\r\n" for c in text)
+    return text if printable >= 0.95 * len(text) else None
+
+
+def _text_kind(text: str) -> str:
+    start = text.lstrip("\ufeff \t\r\n").lower()
+    if start.startswith(("<!doctype html", "<html")) or "<html" in start or "<body" in start:
+        return "an HTML page"
+    if start.startswith("<"):
+        return "an XML document"
+    if start.startswith(("{", "[")):
+        return "a JSON document"
+    return "a text file"
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,7 +407,7 @@ class _Hasher:
 def download(url: str, dest: str | os.PathLike, expected_size: int | None = None,
              checksum: str | None = None, retries: int = 5, backoff: float = 1.0,
              timeout: float = 60, progress: bool = True, max_backoff: float = 60.0,
-             max_attempts: int | None = None,
+             max_attempts: int | None = None, expect_archive: bool = False,
              sleep: Callable[[float], None] = time.sleep) -> Path:
     """Download ``url`` to ``dest`` (resumable, retried, verified, atomic); returns ``dest``.
 
@@ -362,6 +430,9 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
       ``checksum`` (``"md5:<hex>"`` or ``"sha256:<hex>"``) are checked; on a mismatch the
       ``.part`` is deleted and :class:`ChecksumError` / :class:`DownloadError` is raised.
       Only then is ``.part`` renamed to ``dest`` (``os.replace``: atomic on one filesystem).
+    * With ``expect_archive``, a file that does not start like a tar / tar.gz / tar.bz2 / tar.xz
+      archive (an HTML error page, a zip file, an empty body) is deleted and the error says what
+      it is (:func:`describe_file`); an existing ``dest`` of that kind is downloaded again.
     * When the retries are exhausted, :class:`DownloadError` is raised, ``dest`` is not created
       and a ``.part`` with the bytes received so far is kept, so the next call resumes it.
     """
@@ -376,7 +447,7 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
         raise ValueError(f"retries must be >= 0, got {retries}")
 
     if dest.exists():
-        mismatch = _verify_existing(dest, expected_size, check)
+        mismatch = _verify_existing(dest, expected_size, check, expect_archive)
         if mismatch is None:
             log.info("%s already present%s, not downloading", dest,
                      " and verified" if (check or expected_size is not None) else "")
@@ -442,7 +513,9 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
 
         # ---- verification ------------------------------------------------------------------
         if not part.exists():
-            part.touch()  # an empty file is a legitimate download
+            part.touch()  # an empty file is a legitimate download (unless expect_archive)
+        if expect_archive:
+            _check_is_archive(url, part)
         size = part.stat().st_size
         if expected_size is not None and size != expected_size:
             part.unlink()
@@ -573,6 +646,15 @@ def _attempt(url: str, part: Path, offset: int, total: int | None, timeout: floa
         if total is None:
             total = offset + received  # no length announced: the body ended at EOF
         return True, total
+
+
+def _check_is_archive(url: str, part: Path) -> None:
+    """Delete ``part`` and raise when it is not an archive (an HTML page, an empty body...)."""
+    what = describe_file(part)
+    if what is not None:
+        part.unlink()
+        raise DownloadError(url, f"the server sent {what}, not a tar archive (deleted; not "
+                                 f"retried: the next run downloads it again)")
 
 
 def _check_free_space(url: str, folder: Path, needed: int) -> None:
@@ -754,6 +836,10 @@ def extract(archive: str | os.PathLike, target_dir: str | os.PathLike,
         overwrite = True
     if not archive.is_file():
         raise ExtractError(archive, "no such file")
+    what = describe_file(archive)
+    if what is not None:
+        raise ExtractError(archive, f"not a tar, tar.gz, tar.bz2 or tar.xz archive: it is {what}",
+                           corrupt=True)
 
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.extract-", dir=target_dir.parent))
@@ -767,7 +853,7 @@ def extract(archive: str | os.PathLike, target_dir: str | os.PathLike,
             reader.drain()  # the bytes after the end-of-archive blocks count in the digest
         entries = sorted(os.listdir(tmp))
         if not entries:
-            raise ExtractError(archive, "the archive is empty")
+            raise ExtractError(archive, "the archive is empty", corrupt=True)
         marker = {"archive": archive.name, "size": reader.n, "sha256": reader.h.hexdigest(),
                   "mtime_ns": st.st_mtime_ns, "members": nmembers, "entries": entries,
                   "extracted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -838,9 +924,9 @@ def _extract_stream(archive: Path, reader: _HashingReader, root: Path) -> int:
                                                       errno.EROFS):
             raise ExtractError(archive, f"cannot write: {exc}") from exc
         raise ExtractError(archive, f"corrupt or truncated archive "
-                                    f"({type(exc).__name__}: {exc})") from None
+                                    f"({type(exc).__name__}: {exc})", corrupt=True) from None
     if n == 0:
-        raise ExtractError(archive, "the archive is empty")
+        raise ExtractError(archive, "the archive is empty", corrupt=True)
     if symlinks:
         # order-independent final check: every symlink must resolve inside the extracted tree
         real_root = os.path.realpath(root)
@@ -891,7 +977,9 @@ def fetch_task(task: str, out: str | os.PathLike, base_url: str | None = None,
     """Download and extract every archive of ``task`` into ``out``; returns the archive paths.
 
     Archives go to ``archive_dir`` (default ``out/archives``).  An archive whose extraction
-    marker is already in ``out`` is neither downloaded nor extracted again.
+    marker is already in ``out`` is neither downloaded nor extracted again.  An archive that
+    turns out to be corrupt (truncated, not an archive) is deleted, so the next run fetches it
+    again instead of failing on the same file.
     """
     table = all_archives()
     if task not in table:
@@ -910,14 +998,27 @@ def fetch_task(task: str, out: str | os.PathLike, base_url: str | None = None,
         url = a.url(base)
         log.info("%s: %s -> %s (about %s)", task, url, path, _human(a.approx_size))
         download(url, path, expected_size=a.size, checksum=resolve_checksum(a, checksums),
-                 retries=retries, backoff=backoff, timeout=timeout, progress=progress)
-        extract(path, out, overwrite=overwrite)
+                 retries=retries, backoff=backoff, timeout=timeout, progress=progress,
+                 expect_archive=True)
+        _extract_or_discard(path, out, overwrite)
         if a.extracts_to and not (out / a.extracts_to).exists():
             log.warning("%s did not contain the expected top-level folder %r", a.filename,
                         a.extracts_to)
         if not keep_archives:
             path.unlink()
     return paths
+
+
+def _extract_or_discard(path: Path, out: Path, overwrite: bool) -> None:
+    """:func:`extract`; a corrupt archive is deleted (the next run downloads it again)."""
+    try:
+        extract(path, out, overwrite=overwrite)
+    except ExtractError as exc:
+        if not exc.corrupt:
+            raise  # unsafe or too large: fetching it again would not help
+        path.unlink(missing_ok=True)
+        raise ExtractError(path, f"{exc.reason}; the archive was deleted, so the next run "
+                                 f"downloads it again", corrupt=True) from None
 
 
 def _human(n: int | None) -> str:
