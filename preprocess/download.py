@@ -27,6 +27,7 @@ import http.client
 import json
 import logging
 import lzma
+import math
 import os
 import posixpath
 import re
@@ -35,6 +36,7 @@ import socket
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -54,6 +56,12 @@ CHECKSUMS_ENV = "EQGAT_DOWNLOAD_CHECKSUMS"
 BASE_URL_ENV = "EQGAT_DOWNLOAD_BASE_URL"
 
 _CHUNK = 1 << 20  # 1 MiB per read
+#: an attempt is stalled when less than DEFAULT_MIN_SPEED * DEFAULT_STALL_WINDOW bytes arrive in
+#: a window of DEFAULT_STALL_WINDOW seconds (docs/download.md: "Slow and trickling servers")
+DEFAULT_STALL_WINDOW = 60.0
+DEFAULT_MIN_SPEED = 10 * 1024.0  # bytes per second
+#: one attempt ends after this many seconds and is resumed with a Range request
+DEFAULT_ATTEMPT_DEADLINE = 3600.0
 _USER_AGENT = "eqgat-workflow-download/1"
 _GB = 10 ** 9
 
@@ -233,12 +241,18 @@ class ExtractError(RuntimeError):
 
 
 class _Retryable(Exception):
-    """Internal: a transient failure of one attempt."""
+    """Internal: a transient failure of one attempt.
 
-    def __init__(self, reason: str, retry_after: float | None = None):
+    ``progressed`` overrides "the ``.part`` grew" as the test of whether the attempt made
+    progress (a stalled attempt that trickled a few bytes did not).
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None,
+                 progressed: bool | None = None):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.progressed = progressed
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,12 +378,138 @@ def _retry_after(headers) -> float | None:
         return None  # an HTTP date: fall back to the back-off schedule
 
 
-def _open(url: str, offset: int, timeout: float):
+def _open(url: str, offset: int, timeout: float, opener: urllib.request.OpenerDirector):
     headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
     if offset > 0:
         headers["Range"] = f"bytes={offset}-"
     req = urllib.request.Request(url, headers=headers)
-    return urllib.request.urlopen(req, timeout=timeout)
+    return opener.open(req, timeout=timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Net:
+    """How one download talks to the network (see :func:`download`)."""
+
+    timeout: float
+    stall_window: float
+    min_speed: float
+    attempt_deadline: float
+
+
+class _Watchdog:
+    """Ends an attempt that stalls or passes its deadline, from a thread of its own.
+
+    Stalled: fewer than ``min_speed * window`` body bytes in a window of ``window`` seconds
+    (back-to-back windows from the start of the attempt; 0 turns the check off).  The attempt's
+    connections are shut down, which also ends a read blocked on a server that trickles its
+    status line or headers, where the per-read socket timeout never trips.
+    """
+
+    def __init__(self, window: float, min_speed: float, deadline: float):
+        self.window = window
+        self.min_speed = min_speed
+        self.min_bytes = int(min_speed * window)
+        self.deadline = deadline
+        self.received = 0             # body bytes of this attempt, counted by the reading thread
+        self.restarted = False        # the server ignored Range: this attempt began at zero again
+        self.kind: str | None = None  # "stall" or "deadline" once fired
+        self.reason: str | None = None
+        self._conns: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="download-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def connection(self, cls: type[http.client.HTTPConnection]) -> Callable:
+        """A factory of ``cls`` connections that this watchdog can end (for ``do_open``)."""
+        def make(*args, **kwargs):
+            conn = cls(*args, **kwargs)
+            with self._lock:
+                self._conns.append(conn)
+            return conn
+
+        return make
+
+    def made_progress(self) -> bool:
+        """Whether the fired attempt counts as progress (it resets the retry count)."""
+        if self.kind == "stall":
+            return self.received >= max(self.min_bytes, 1)
+        return self.received > 0 and not self.restarted
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        end = start + self.deadline if self.deadline > 0 else math.inf
+        next_check = start + self.window if self.min_bytes > 0 else math.inf
+        mark = 0
+        while True:
+            wake = min(end, next_check)
+            if self._done.wait(None if wake == math.inf else max(0.0, wake - time.monotonic())):
+                return
+            now = time.monotonic()
+            if now >= end:
+                self._fire("deadline", f"attempt deadline of {self.deadline:g} s passed "
+                                       f"({self.received} bytes received in this attempt)")
+                break
+            if now >= next_check:
+                got = self.received - mark
+                if got < self.min_bytes:
+                    self._fire("stall", f"stalled: {got} bytes in {self.window:g} s, less than "
+                                        f"{self.min_bytes} (min_speed {self.min_speed:g} B/s)")
+                    break
+                mark, next_check = self.received, now + self.window
+        while not self._done.wait(0.1):  # a connection opened after firing is ended too
+            self._shutdown()
+
+    def _fire(self, kind: str, reason: str) -> None:
+        self.kind = kind
+        self.reason = reason
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                try:  # the plain socket call: wakes a blocked read, also under TLS
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    """http:// over connections that a :class:`_Watchdog` can end."""
+
+    def __init__(self, watchdog: _Watchdog):
+        super().__init__()
+        self.watchdog = watchdog
+
+    def http_open(self, req):
+        return self.do_open(self.watchdog.connection(http.client.HTTPConnection), req)
+
+
+class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+    """https:// over connections that a :class:`_Watchdog` can end."""
+
+    def __init__(self, watchdog: _Watchdog):
+        super().__init__()
+        self.watchdog = watchdog
+
+    def https_open(self, req):
+        return self.do_open(self.watchdog.connection(http.client.HTTPSConnection), req,
+                            context=self._context)
+
+
+def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(_WatchedHTTPHandler(watchdog),
+                                       _WatchedHTTPSHandler(watchdog))
 
 
 class _Hasher:
@@ -408,6 +548,8 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
              checksum: str | None = None, retries: int = 5, backoff: float = 1.0,
              timeout: float = 60, progress: bool = True, max_backoff: float = 60.0,
              max_attempts: int | None = None, expect_archive: bool = False,
+             stall_window: float = DEFAULT_STALL_WINDOW, min_speed: float = DEFAULT_MIN_SPEED,
+             attempt_deadline: float = DEFAULT_ATTEMPT_DEADLINE,
              sleep: Callable[[float], None] = time.sleep) -> Path:
     """Download ``url`` to ``dest`` (resumable, retried, verified, atomic); returns ``dest``.
 
@@ -426,6 +568,12 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
       resets the count and is resumed after ``backoff`` seconds, so a long download over a
       flaky link goes on as long as it progresses; ``max_attempts`` (default
       ``max(100, 10 * (retries + 1))``) bounds all attempts together.
+    * ``timeout`` bounds each socket read.  An attempt is also ended and retried when it stalls
+      (fewer than ``min_speed * stall_window`` bytes in a ``stall_window``-second window, which
+      a server trickling one byte at a time never escapes otherwise) or lasts longer than
+      ``attempt_deadline`` seconds (resumed with Range; 0 turns either off).  A stalled attempt
+      counts as a failure without progress unless it received a full window's worth of bytes.
+    * A body without Content-Length never grows past ``expected_size`` (when given).
     * After the last byte: size (``expected_size``, and the server's announced total) and
       ``checksum`` (``"md5:<hex>"`` or ``"sha256:<hex>"``) are checked; on a mismatch the
       ``.part`` is deleted and :class:`ChecksumError` / :class:`DownloadError` is raised.
@@ -445,6 +593,9 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
             raise ValueError(f"expected_size must be >= 0, got {expected_size}")
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
+    if min(stall_window, min_speed, attempt_deadline) < 0:
+        raise ValueError("stall_window, min_speed and attempt_deadline must be >= 0")
+    net = _Net(timeout, stall_window, min_speed, attempt_deadline)
 
     if dest.exists():
         mismatch = _verify_existing(dest, expected_size, check, expect_archive)
@@ -486,10 +637,12 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
                 if total is not None and offset == total and offset > 0:
                     complete = True  # nothing left to fetch (e.g. an earlier run was cut at 100%)
                 else:
-                    complete, total = _attempt(url, part, offset, total, timeout, hasher, bar)
+                    complete, total = _attempt(url, part, offset, total, net, hasher, bar)
             except _Retryable as exc:
                 last_reason = exc.reason
                 progressed = part.exists() and part.stat().st_size > before
+                if exc.progressed is not None:
+                    progressed = exc.progressed
                 failures = 0 if progressed else failures + 1
                 if failures > retries or attempts >= max_attempts:
                     raise DownloadError(
@@ -542,11 +695,27 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
             bar.close()
 
 
-def _attempt(url: str, part: Path, offset: int, total: int | None, timeout: float,
+def _attempt(url: str, part: Path, offset: int, total: int | None, net: _Net,
              hasher: _Hasher, bar) -> tuple[bool, int | None]:
-    """One request.  Returns ``(complete, total)``; raises _Retryable or DownloadError."""
+    """One request, ended by a :class:`_Watchdog` if it stalls or passes its deadline.
+
+    Returns ``(complete, total)``; raises _Retryable or DownloadError.
+    """
+    with _Watchdog(net.stall_window, net.min_speed, net.attempt_deadline) as wd:
+        try:
+            return _request(url, part, offset, total, net.timeout, _opener(wd), wd, hasher, bar)
+        except Exception:
+            if wd.reason is None:
+                raise
+            raise _Retryable(wd.reason, progressed=wd.made_progress()) from None
+
+
+def _request(url: str, part: Path, offset: int, total: int | None, timeout: float,
+             opener: urllib.request.OpenerDirector, wd: _Watchdog, hasher: _Hasher,
+             bar) -> tuple[bool, int | None]:
+    """Send one request and stream its body into ``part``."""
     try:
-        resp = _open(url, offset, timeout)
+        resp = _open(url, offset, timeout, opener)
     except urllib.error.HTTPError as exc:
         code = exc.code
         headers = exc.headers
@@ -603,6 +772,7 @@ def _attempt(url: str, part: Path, offset: int, total: int | None, timeout: floa
             if offset > 0:
                 log.warning("%s: server ignored the Range request (HTTP 200): restarting from "
                             "zero", url)
+                wd.restarted = True
             offset = 0
             hasher.reset()
             if length is not None:
@@ -618,25 +788,14 @@ def _attempt(url: str, part: Path, offset: int, total: int | None, timeout: floa
             bar.update(offset)
         if mode == "ab":
             hasher.sync(part, offset)
-        received = 0
-        # read1: return what has arrived (one socket read) instead of waiting for a full chunk,
-        # so the bytes received before a timeout or a cut are kept for resuming
-        read = getattr(resp, "read1", None) or resp.read
-        with open(part, mode) as f:
-            while True:
-                try:
-                    block = read(_CHUNK)
-                except _NETWORK_ERRORS as exc:
-                    f.flush()
-                    raise _Retryable(f"connection broken after {offset + received} bytes "
-                                     f"({type(exc).__name__}: {exc})") from None
-                if not block:
-                    break
-                f.write(block)
-                hasher.update(block)
-                received += len(block)
-                if bar is not None:
-                    bar.update(len(block))
+        # a body without Content-Length may not grow past the size we know
+        cap = total - offset if length is None and total is not None else None
+        received = _stream_body(resp, part, mode, offset, cap, wd, hasher, bar)
+        if cap is not None and received > cap:
+            part.unlink(missing_ok=True)
+            hasher.reset()
+            raise DownloadError(url, f"the server sent more than the expected {total} bytes "
+                                     f"(no Content-Length; the partial file was deleted)")
         if length is not None and received < length:
             raise _Retryable(f"truncated body: got {received} of {length} bytes "
                              f"(Content-Length) at offset {offset}")
@@ -646,6 +805,35 @@ def _attempt(url: str, part: Path, offset: int, total: int | None, timeout: floa
         if total is None:
             total = offset + received  # no length announced: the body ended at EOF
         return True, total
+
+
+def _stream_body(resp, part: Path, mode: str, offset: int, cap: int | None, wd: _Watchdog,
+                 hasher: _Hasher, bar) -> int:
+    """Append the body to ``part``; returns its bytes (``cap + 1`` at most, when ``cap`` is given)."""
+    received = 0
+    # read1: return what has arrived (one socket read) instead of waiting for a full chunk,
+    # so the bytes received before a timeout or a cut are kept for resuming
+    read = getattr(resp, "read1", None) or resp.read
+    with open(part, mode) as f:
+        while cap is None or received <= cap:
+            want = _CHUNK if cap is None else min(_CHUNK, cap + 1 - received)
+            try:
+                block = read(want)
+            except _NETWORK_ERRORS as exc:
+                f.flush()
+                raise _Retryable(f"connection broken after {offset + received} bytes "
+                                 f"({type(exc).__name__}: {exc})") from None
+            if wd.reason is not None:  # the watchdog ended the attempt (EOF after a shutdown)
+                raise _Retryable(wd.reason)
+            if not block:
+                break
+            f.write(block)
+            hasher.update(block)
+            received += len(block)
+            wd.received += len(block)
+            if bar is not None:
+                bar.update(len(block))
+    return received
 
 
 def _check_is_archive(url: str, part: Path) -> None:

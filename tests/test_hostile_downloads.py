@@ -7,6 +7,7 @@ files; docs/reliability.md lists each probe with the test that covers it.
 from __future__ import annotations
 
 import logging
+import time
 import zipfile
 from pathlib import Path
 
@@ -16,9 +17,12 @@ from test_download import (  # noqa: F401  (serve is a fixture)
     archive_server,
     lmdb_layout,
     make_tar,
+    payload,
+    ranges,
     send_bytes,
     send_status,
     serve,
+    sha256,
 )
 
 from preprocess import download as dl
@@ -148,3 +152,112 @@ def test_download_and_extract_name_what_a_file_is(serve, tmp_path):
     for mode in ("w", "w:gz", "w:bz2", "w:xz"):
         assert dl.describe_file(make_tar(tmp_path / f"t.{mode[2:]}.tar", lmdb_layout(), mode)) \
             is None
+
+
+# --------------------------------------------------------------------------------------------
+# item 5: trickling servers
+# --------------------------------------------------------------------------------------------
+
+#: short stall window / deadline so that every test here ends within seconds
+QUICK = dict(backoff=0.01, max_backoff=0.05, timeout=5, progress=False)
+
+
+def trickle(h, data: bytes, burst: int = 0, every: float = 0.2, step: int = 1,
+            slow_headers: bool = False, seconds: float = 6.0):
+    """Send ``burst`` body bytes at once, then ``step`` bytes every ``every`` seconds (the status
+    line and headers too with ``slow_headers``), for ``seconds`` at most (bounds a failing test)."""
+    end = time.monotonic() + seconds
+    head = (f"HTTP/1.0 200 OK\r\nContent-Length: {len(data)}\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    try:
+        if slow_headers:
+            if not _drip(h, head, step, every, end):
+                return
+        else:
+            h.wfile.write(head)
+        h.wfile.write(data[:burst])
+        h.wfile.flush()
+        _drip(h, data[burst:], step, every, end)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the client hung up: what a stall detector does
+    h.close_connection = True
+
+
+def _drip(h, data: bytes, step: int, every: float, end: float) -> bool:
+    """Write ``data`` slowly; False when time ran out first."""
+    for i in range(0, len(data), step):
+        if time.monotonic() > end:
+            return False
+        h.wfile.write(data[i:i + step])
+        h.wfile.flush()
+        time.sleep(every)
+    return True
+
+
+def test_trickling_body_is_ended_and_resumed(serve, tmp_path):
+    data = payload(50_000, seed=21)
+    s = serve(lambda h, n: trickle(h, data, burst=100) if n == 0 else send_bytes(h, data))
+    dest = tmp_path / "f.bin"
+    t0 = time.monotonic()
+    # one byte every 0.2 s: each read returns well within the 5 s socket timeout
+    download(s.url + "/f", dest, checksum=sha256(data), stall_window=1, min_speed=1000, **QUICK)
+    assert time.monotonic() - t0 < 4
+    assert dest.read_bytes() == data
+    first, second = ranges(s)
+    assert first is None and second.startswith("bytes=") and int(second[6:-1]) >= 100
+
+
+def test_trickling_headers_are_ended(serve, tmp_path):
+    data = payload(20_000, seed=22)
+    s = serve(lambda h, n: trickle(h, data, slow_headers=True) if n == 0 else send_bytes(h, data))
+    dest = tmp_path / "f.bin"
+    t0 = time.monotonic()
+    download(s.url + "/f", dest, stall_window=1, min_speed=1000, **QUICK)
+    assert time.monotonic() - t0 < 4
+    assert dest.read_bytes() == data and len(s.requests) == 2
+
+
+def test_persistent_trickler_gives_up_in_bounded_time(serve, tmp_path):
+    data = payload(20_000, seed=23)
+    s = serve(lambda h, n: trickle(h, data, burst=10))
+    dest = tmp_path / "f.bin"
+    t0 = time.monotonic()
+    with pytest.raises(DownloadError, match=r"giving up after 2 attempt.*stalled: \d+ bytes in "
+                                            r"0.5 s, less than 500"):
+        download(s.url + "/f", dest, retries=1, stall_window=0.5, min_speed=1000, **QUICK)
+    assert time.monotonic() - t0 < 4
+    assert len(s.requests) == 2  # a trickled byte is no progress: the retries run out
+    assert not dest.exists() and Path(f"{dest}.part").exists()  # kept for resuming
+
+
+def test_attempt_deadline_ends_a_steady_but_endless_attempt(serve, tmp_path):
+    data = payload(40_000, seed=24)
+    # 500 bytes every 0.1 s is fast enough for the stall check; the deadline ends the attempt
+    s = serve(lambda h, n: trickle(h, data, step=500, every=0.1) if n == 0
+              else send_bytes(h, data))
+    dest = tmp_path / "f.bin"
+    t0 = time.monotonic()
+    download(s.url + "/f", dest, checksum=sha256(data), retries=0, stall_window=0.5,
+             min_speed=100, attempt_deadline=1, **QUICK)
+    assert time.monotonic() - t0 < 4
+    assert dest.read_bytes() == data
+    # it made progress, so it is resumed (with retries=0 a failure would have been final)
+    assert ranges(s)[1].startswith("bytes=") and int(ranges(s)[1][6:-1]) >= 2_000
+
+
+def test_deadline_also_ends_trickling_headers(serve, tmp_path):
+    data = payload(1_000, seed=25)
+    s = serve(lambda h, n: trickle(h, data, slow_headers=True) if n == 0 else send_bytes(h, data))
+    t0 = time.monotonic()
+    download(s.url + "/f", tmp_path / "f", stall_window=0, attempt_deadline=1, **QUICK)
+    assert time.monotonic() - t0 < 4 and (tmp_path / "f").read_bytes() == data
+
+
+def test_body_without_length_is_capped_at_the_expected_size(serve, tmp_path):
+    data = payload(30_000, seed=26)
+    s = serve(lambda h, n: send_bytes(h, data * 100, send_length=False))
+    dest = tmp_path / "f.bin"
+    with pytest.raises(DownloadError, match="more than the expected 30000 bytes"):
+        download(s.url + "/f", dest, expected_size=len(data), **FAST)
+    assert not dest.exists() and not Path(f"{dest}.part").exists()
+    assert len(s.requests) == 1
