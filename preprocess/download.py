@@ -226,6 +226,11 @@ class ChecksumError(DownloadError):
                               f"(the partial file was deleted; the next run starts from zero)")
 
 
+class RedirectError(DownloadError):
+    """A redirect was refused: to a scheme other than http(s), from https to plain http, or to
+    a host outside the allow-list."""
+
+
 class ExtractError(RuntimeError):
     """An archive could not be extracted safely (corrupt, truncated, or unsafe member).
 
@@ -394,6 +399,101 @@ class _Net:
     stall_window: float
     min_speed: float
     attempt_deadline: float
+    allowed_hosts: tuple[str, ...] = ()
+
+
+def _host(url: str) -> str | None:
+    return urllib.parse.urlsplit(url).hostname
+
+
+def host_allowed(host: str | None, allowed_hosts: Sequence[str]) -> bool:
+    """Whether ``host`` is in the allow-list: exact names (any case), ``*.example.org`` for the
+    subdomains of example.org.  An empty list allows every host."""
+    if not allowed_hosts:
+        return True
+    host = (host or "").lower().rstrip(".")
+    for pattern in allowed_hosts:
+        pattern = pattern.lower().rstrip(".")
+        if pattern.startswith("*.") and host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+            return True
+        if host == pattern:
+            return True
+    return False
+
+
+def redirect_problem(old_url: str, new_url: str, allowed_hosts: Sequence[str] = ()) -> str | None:
+    """Why a redirect from ``old_url`` to ``new_url`` must not be followed, or None."""
+    old_scheme = urllib.parse.urlsplit(old_url).scheme.lower()
+    new_scheme = urllib.parse.urlsplit(new_url).scheme.lower()
+    if new_scheme not in ("http", "https"):
+        return f"the scheme {new_scheme + ':' if new_scheme else '(none)'} is not http(s)"
+    if old_scheme == "https" and new_scheme == "http":
+        return "it goes from https to plain http"
+    if not host_allowed(_host(new_url), allowed_hosts):
+        return (f"the host {_host(new_url)!r} is not in the allowed hosts "
+                f"({', '.join(allowed_hosts)})")
+    return None
+
+
+class SafeRedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to http(s), never from https to plain http and only to allowed
+    hosts (:func:`redirect_problem`); logs every hop and keeps them in ``hops``."""
+
+    def __init__(self, allowed_hosts: Sequence[str] = ()):
+        super().__init__()
+        self.allowed_hosts = tuple(allowed_hosts)
+        self.hops: list[str] = []
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        location = headers.get("location") or headers.get("uri")
+        if location is not None:
+            new = urllib.parse.urljoin(req.full_url, location.strip())
+            problem = redirect_problem(req.full_url, new, self.allowed_hosts)
+            if problem is not None:
+                fp.close()
+                raise RedirectError(req.full_url, f"refused the HTTP {code} redirect from "
+                                                  f"{req.full_url} to {new}: {problem} "
+                                                  f"(not retried)")
+            log.info("HTTP %d redirect to %s (host %s)", code, new, _host(new))
+            self.hops.append(new)
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+@dataclasses.dataclass
+class _Source:
+    """Where the bytes of one download came from (the job log and the completion marker)."""
+
+    url: str
+    final_url: str | None = None
+    hosts: set[str] = dataclasses.field(default_factory=set)
+
+    def note(self, final_url: str, hops: Sequence[str]) -> None:
+        """One attempt's response came from ``final_url`` after ``hops``."""
+        self.final_url = final_url
+        self.hosts.update(h for h in map(_host, (self.url, *hops, final_url)) if h)
+
+    def record(self, size: int) -> dict:
+        final = self.final_url or self.url
+        return {"url": self.url, "final_url": final, "host": _host(final),
+                "hosts": sorted(self.hosts), "size": size,
+                "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def source_path(archive: str | os.PathLike) -> Path:
+    """The JSON file beside a downloaded file that says where it came from."""
+    archive = Path(archive)
+    return archive.with_name(archive.name + ".source.json")
+
+
+def read_source(archive: str | os.PathLike) -> dict | None:
+    """What :func:`download` recorded about where ``archive`` came from (None if unknown)."""
+    try:
+        info = json.loads(source_path(archive).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
 
 
 class _Watchdog:
@@ -507,9 +607,9 @@ class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
                             context=self._context)
 
 
-def _opener(watchdog: _Watchdog) -> urllib.request.OpenerDirector:
+def _opener(watchdog: _Watchdog, redirects: SafeRedirectHandler) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(_WatchedHTTPHandler(watchdog),
-                                       _WatchedHTTPSHandler(watchdog))
+                                       _WatchedHTTPSHandler(watchdog), redirects)
 
 
 class _Hasher:
@@ -550,6 +650,7 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
              max_attempts: int | None = None, expect_archive: bool = False,
              stall_window: float = DEFAULT_STALL_WINDOW, min_speed: float = DEFAULT_MIN_SPEED,
              attempt_deadline: float = DEFAULT_ATTEMPT_DEADLINE,
+             allowed_hosts: Sequence[str] = (),
              sleep: Callable[[float], None] = time.sleep) -> Path:
     """Download ``url`` to ``dest`` (resumable, retried, verified, atomic); returns ``dest``.
 
@@ -574,6 +675,11 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
       ``attempt_deadline`` seconds (resumed with Range; 0 turns either off).  A stalled attempt
       counts as a failure without progress unless it received a full window's worth of bytes.
     * A body without Content-Length never grows past ``expected_size`` (when given).
+    * Redirects are followed only to http(s) URLs, never from https to plain http, and, when
+      ``allowed_hosts`` is given, only to those hosts (the first URL's host must be in it too;
+      ``*.example.org`` matches subdomains): :class:`RedirectError` otherwise, not retried.
+      Every hop is logged; the final URL and host go to the log and to ``dest.source.json``
+      (:func:`read_source`), written beside ``dest`` just before it appears.
     * After the last byte: size (``expected_size``, and the server's announced total) and
       ``checksum`` (``"md5:<hex>"`` or ``"sha256:<hex>"``) are checked; on a mismatch the
       ``.part`` is deleted and :class:`ChecksumError` / :class:`DownloadError` is raised.
@@ -595,7 +701,7 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
         raise ValueError(f"retries must be >= 0, got {retries}")
     if min(stall_window, min_speed, attempt_deadline) < 0:
         raise ValueError("stall_window, min_speed and attempt_deadline must be >= 0")
-    net = _Net(timeout, stall_window, min_speed, attempt_deadline)
+    net = _Net(timeout, stall_window, min_speed, attempt_deadline, tuple(allowed_hosts))
 
     if dest.exists():
         mismatch = _verify_existing(dest, expected_size, check, expect_archive)
@@ -605,8 +711,13 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
             return dest
         log.warning("%s exists but does not verify (%s): downloading it again", dest, mismatch)
 
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme != "file" and not host_allowed(_host(url), net.allowed_hosts):
+        raise DownloadError(url, f"the host {_host(url)!r} is not in the allowed hosts "
+                                 f"({', '.join(net.allowed_hosts)}) (not retried)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     hasher = _Hasher(check[0] if check else None)
+    source = _Source(url)
     failures = 0          # consecutive transient failures without progress
     attempts = 0          # all attempts, bounded so a pathological server cannot loop forever
     if max_attempts is None:
@@ -637,7 +748,8 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
                 if total is not None and offset == total and offset > 0:
                     complete = True  # nothing left to fetch (e.g. an earlier run was cut at 100%)
                 else:
-                    complete, total = _attempt(url, part, offset, total, net, hasher, bar)
+                    complete, total = _attempt(url, part, offset, total, net, hasher, bar,
+                                               source)
             except _Retryable as exc:
                 last_reason = exc.reason
                 progressed = part.exists() and part.stat().st_size > before
@@ -685,10 +797,12 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
                 part.unlink()
                 raise ChecksumError(url, check[0], check[1], actual)
         _fsync_file(part)
+        record = source.record(size)
+        write_json_atomic(source_path(dest), record, indent=1, sort_keys=False)
         os.replace(part, dest)
         fsync_dir(dest.parent)
-        log.info("downloaded %s -> %s (%d bytes%s)", url, dest, size,
-                 f", {check[0]} verified" if check else "")
+        log.info("downloaded %s -> %s (%d bytes%s) from %s (host %s)", url, dest, size,
+                 f", {check[0]} verified" if check else "", record["final_url"], record["host"])
         return dest
     finally:
         if bar is not None:
@@ -696,14 +810,17 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
 
 
 def _attempt(url: str, part: Path, offset: int, total: int | None, net: _Net,
-             hasher: _Hasher, bar) -> tuple[bool, int | None]:
+             hasher: _Hasher, bar, source: _Source) -> tuple[bool, int | None]:
     """One request, ended by a :class:`_Watchdog` if it stalls or passes its deadline.
 
     Returns ``(complete, total)``; raises _Retryable or DownloadError.
     """
     with _Watchdog(net.stall_window, net.min_speed, net.attempt_deadline) as wd:
+        redirects = SafeRedirectHandler(net.allowed_hosts)
+        opener = _opener(wd, redirects)
         try:
-            return _request(url, part, offset, total, net.timeout, _opener(wd), wd, hasher, bar)
+            return _request(url, part, offset, total, net.timeout, opener, wd, hasher, bar,
+                            lambda final: source.note(final, redirects.hops))
         except Exception:
             if wd.reason is None:
                 raise
@@ -712,10 +829,12 @@ def _attempt(url: str, part: Path, offset: int, total: int | None, net: _Net,
 
 def _request(url: str, part: Path, offset: int, total: int | None, timeout: float,
              opener: urllib.request.OpenerDirector, wd: _Watchdog, hasher: _Hasher,
-             bar) -> tuple[bool, int | None]:
+             bar, note_final: Callable[[str], None]) -> tuple[bool, int | None]:
     """Send one request and stream its body into ``part``."""
     try:
         resp = _open(url, offset, timeout, opener)
+    except RedirectError as exc:
+        raise RedirectError(url, exc.reason) from None
     except urllib.error.HTTPError as exc:
         code = exc.code
         headers = exc.headers
@@ -749,6 +868,7 @@ def _request(url: str, part: Path, offset: int, total: int | None, timeout: floa
         raise _Retryable(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
 
     with resp:
+        note_final(resp.geturl())
         status = getattr(resp, "status", None) or 200  # file:// responses have no status
         length_header = resp.headers.get("Content-Length")
         try:
@@ -984,7 +1104,7 @@ def _extract_member_manual(tf: tarfile.TarFile, m: tarfile.TarInfo, rel: str, ro
 
 
 def extract(archive: str | os.PathLike, target_dir: str | os.PathLike,
-            overwrite: bool = False) -> Path:
+            overwrite: bool = False, source: dict | None = None) -> Path:
     """Safely extract a tar / tar.gz / tar.bz2 / tar.xz ``archive`` into ``target_dir``.
 
     The archive's top-level entries end up directly in ``target_dir`` (so PSR's archive gives
@@ -1003,6 +1123,7 @@ def extract(archive: str | os.PathLike, target_dir: str | os.PathLike,
       or same sha256), nothing is done.  A marker whose archive has been deleted since still
       counts (to free disk space after extracting).  If an entry already exists without a
       matching marker, ExtractError is raised unless ``overwrite=True`` (then it is replaced).
+    * ``source`` (where the archive came from, :func:`read_source`) is kept in the marker.
     """
     archive = Path(archive)
     target_dir = Path(target_dir)
@@ -1044,7 +1165,7 @@ def extract(archive: str | os.PathLike, target_dir: str | os.PathLike,
             raise ExtractError(archive, "the archive is empty", corrupt=True)
         marker = {"archive": archive.name, "size": reader.n, "sha256": reader.h.hexdigest(),
                   "mtime_ns": st.st_mtime_ns, "members": nmembers, "entries": entries,
-                  "extracted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                  "extracted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "source": source}
         _move_into_place(archive, tmp, target_dir, entries, marker, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1161,7 +1282,10 @@ def fetch_task(task: str, out: str | os.PathLike, base_url: str | None = None,
                archive_dir: str | os.PathLike | None = None,
                checksums: Mapping[str, str] | None = None, retries: int = 5,
                backoff: float = 1.0, timeout: float = 60, progress: bool = True,
-               keep_archives: bool = True, overwrite: bool = False) -> list[Path]:
+               keep_archives: bool = True, overwrite: bool = False,
+               allowed_hosts: Sequence[str] = (), stall_window: float = DEFAULT_STALL_WINDOW,
+               min_speed: float = DEFAULT_MIN_SPEED,
+               attempt_deadline: float = DEFAULT_ATTEMPT_DEADLINE) -> list[Path]:
     """Download and extract every archive of ``task`` into ``out``; returns the archive paths.
 
     Archives go to ``archive_dir`` (default ``out/archives``).  An archive whose extraction
@@ -1187,24 +1311,31 @@ def fetch_task(task: str, out: str | os.PathLike, base_url: str | None = None,
         log.info("%s: %s -> %s (about %s)", task, url, path, _human(a.approx_size))
         download(url, path, expected_size=a.size, checksum=resolve_checksum(a, checksums),
                  retries=retries, backoff=backoff, timeout=timeout, progress=progress,
-                 expect_archive=True)
-        _extract_or_discard(path, out, overwrite)
+                 expect_archive=True, allowed_hosts=allowed_hosts, stall_window=stall_window,
+                 min_speed=min_speed, attempt_deadline=attempt_deadline)
+        source = read_source(path)
+        if source is not None:
+            log.info("%s came from %s (host %s)", a.filename, source.get("final_url"),
+                     source.get("host"))
+        _extract_or_discard(path, out, overwrite, source)
         if a.extracts_to and not (out / a.extracts_to).exists():
             log.warning("%s did not contain the expected top-level folder %r", a.filename,
                         a.extracts_to)
         if not keep_archives:
             path.unlink()
+            source_path(path).unlink(missing_ok=True)
     return paths
 
 
-def _extract_or_discard(path: Path, out: Path, overwrite: bool) -> None:
+def _extract_or_discard(path: Path, out: Path, overwrite: bool, source: dict | None) -> None:
     """:func:`extract`; a corrupt archive is deleted (the next run downloads it again)."""
     try:
-        extract(path, out, overwrite=overwrite)
+        extract(path, out, overwrite=overwrite, source=source)
     except ExtractError as exc:
         if not exc.corrupt:
             raise  # unsafe or too large: fetching it again would not help
         path.unlink(missing_ok=True)
+        source_path(path).unlink(missing_ok=True)
         raise ExtractError(path, f"{exc.reason}; the archive was deleted, so the next run "
                                  f"downloads it again", corrupt=True) from None
 
@@ -1259,6 +1390,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=5)
     p.add_argument("--backoff", type=float, default=1.0, help="first back-off in seconds")
     p.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")
+    p.add_argument("--stall-window", type=float, default=DEFAULT_STALL_WINDOW, metavar="SECONDS",
+                   help="an attempt receiving less than --min-speed x SECONDS bytes in a window "
+                        "of SECONDS is ended and retried (0: no stall check)")
+    p.add_argument("--min-speed", type=float, default=DEFAULT_MIN_SPEED, metavar="BYTES_PER_S",
+                   help="see --stall-window (default: %(default)g)")
+    p.add_argument("--attempt-deadline", type=float, default=DEFAULT_ATTEMPT_DEADLINE,
+                   metavar="SECONDS", help="one attempt ends after SECONDS and is resumed with a "
+                                           "Range request (0: no deadline)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="HOST",
+                   help="download only from these hosts, redirects included (repeatable; "
+                        "'*.example.org' matches its subdomains; default: any host)")
     p.add_argument("--remove-archives", action="store_true",
                    help="delete each archive after a successful extraction")
     p.add_argument("--overwrite", action="store_true",
@@ -1296,7 +1438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         fetch_task(args.task, args.out, base_url=base, archive_dir=args.archive_dir,
                    checksums=checksums, retries=args.retries, backoff=args.backoff,
                    timeout=args.timeout, progress=not args.no_progress,
-                   keep_archives=not args.remove_archives, overwrite=args.overwrite)
+                   keep_archives=not args.remove_archives, overwrite=args.overwrite,
+                   allowed_hosts=args.allowed_host, stall_window=args.stall_window,
+                   min_speed=args.min_speed, attempt_deadline=args.attempt_deadline)
     except (DownloadError, ExtractError) as exc:
         log.error("%s", exc)
         return 1

@@ -6,8 +6,13 @@ files; docs/reliability.md lists each probe with the test that covers it.
 
 from __future__ import annotations
 
+import email.message
+import io
+import json
 import logging
+import re
 import time
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -26,7 +31,17 @@ from test_download import (  # noqa: F401  (serve is a fixture)
 )
 
 from preprocess import download as dl
-from preprocess.download import DownloadError, ExtractError, download, extract, main
+from preprocess.download import (
+    DownloadError,
+    ExtractError,
+    RedirectError,
+    SafeRedirectHandler,
+    download,
+    extract,
+    main,
+    marker_path,
+    read_source,
+)
 
 PSR_PATH = "/4915648/files/PSR-split-by-year.tar.gz"
 PSR_NAME = "PSR-split-by-year.tar.gz"
@@ -261,3 +276,112 @@ def test_body_without_length_is_capped_at_the_expected_size(serve, tmp_path):
         download(s.url + "/f", dest, expected_size=len(data), **FAST)
     assert not dest.exists() and not Path(f"{dest}.part").exists()
     assert len(s.requests) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# item 6: redirects
+# --------------------------------------------------------------------------------------------
+
+def follow(handler: SafeRedirectHandler, url: str, location: str, code: int = 302):
+    """Hand a redirect response to ``handler`` inside a real urllib opener."""
+    urllib.request.build_opener(handler)  # sets handler.parent, as urlopen would
+    headers = email.message.Message()
+    headers["Location"] = location
+    return handler.http_error_302(urllib.request.Request(url), io.BytesIO(b""), code, "Found",
+                                  headers)
+
+
+@pytest.mark.parametrize("location, problem", [
+    ("http://example.org/f.tar.gz", "from https to plain http"),
+    ("http://files.example.org/f.tar.gz", "from https to plain http"),
+    ("ftp://example.org/f.tar.gz", "scheme ftp: is not http(s)"),
+    ("file:///etc/passwd", "scheme file: is not http(s)"),
+    ("data:,hello", "scheme data: is not http(s)"),
+])
+@pytest.mark.parametrize("code", [301, 302, 303, 307, 308])
+def test_https_redirect_downgrades_are_refused_by_the_handler(location, problem, code):
+    url = "https://example.org/record/1/files/f.tar.gz?download=1"
+    with pytest.raises(RedirectError, match=re.escape(problem)) as ei:
+        follow(SafeRedirectHandler(), url, location, code)
+    assert location in str(ei.value) and url in str(ei.value)
+
+
+def test_allow_list_at_the_handler():
+    url = "https://zenodo.org/record/1/files/f"
+    with pytest.raises(RedirectError, match="host 'evil.example' is not in the allowed hosts"):
+        follow(SafeRedirectHandler(["zenodo.org", "*.zenodo.org"]), url, "https://evil.example/f")
+    assert dl.redirect_problem(url, "https://files.zenodo.org/f", ["*.zenodo.org"]) is None
+    assert dl.redirect_problem(url, "https://ZENODO.org./f", ["zenodo.org"]) is None
+    assert dl.redirect_problem(url, "https://zenodo.org.evil.example/f", ["*.zenodo.org"])
+    assert dl.redirect_problem(url, "https://evilzenodo.org/f", ["*.zenodo.org"])
+    assert dl.redirect_problem(url, "https://zenodo.org/f", ["*.zenodo.org"])  # subdomains only
+    assert dl.redirect_problem(url, "https://anywhere.example/f") is None  # no list: any host
+    assert dl.redirect_problem("http://a/f", "https://b/f") is None  # upgrading is fine
+
+
+def cross_host_server(serve, data: bytes):
+    """127.0.0.1 answers the archive URL with a redirect to the same server as 'localhost'."""
+    def app(h, n):
+        port = h.server.server_address[1]
+        if h.path.startswith("/4915648/"):
+            send_status(h, 302, [("Location", f"http://localhost:{port}/store/{PSR_NAME}")])
+        else:
+            send_bytes(h, data)
+
+    return serve(app)
+
+
+def test_cross_host_redirect_is_logged_and_recorded(serve, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="preprocess.download")
+    data = good_psr(tmp_path)
+    s = cross_host_server(serve, data)
+    out = tmp_path / "psr"
+    assert main(psr_argv(s.url, out)) == 0
+    port = s.url.rsplit(":", 1)[1]
+    final = f"http://localhost:{port}/store/{PSR_NAME}"
+    log_text = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"redirect to {final} (host localhost)" in log_text
+    assert f"from {final} (host localhost)" in log_text
+    source = json.loads(marker_path(PSR_NAME, out).read_text())["source"]
+    assert source["final_url"] == final and source["host"] == "localhost"
+    assert source["hosts"] == ["127.0.0.1", "localhost"]
+    assert source["url"].startswith(s.url) and source == read_source(out / "archives" / PSR_NAME)
+
+
+def test_allow_list_refuses_a_cross_host_redirect(serve, tmp_path, caplog):
+    data = good_psr(tmp_path)
+    s = cross_host_server(serve, data)
+    out = tmp_path / "psr"
+    assert main(psr_argv(s.url, out, "--allowed-host", "127.0.0.1")) == 1
+    assert "the host 'localhost' is not in the allowed hosts (127.0.0.1)" in error_lines(caplog)
+    assert len(s.requests) == 1  # not retried, nothing fetched from localhost
+    assert not (out / "archives" / PSR_NAME).exists()
+    assert not (out / "archives" / f"{PSR_NAME}.part").exists()
+    assert main(psr_argv(s.url, out, "--allowed-host", "127.0.0.1",
+                         "--allowed-host", "LOCALHOST")) == 0
+    assert (out / "split-by-year/data/train/data.mdb").exists()
+
+
+def test_allow_list_applies_to_the_first_host(serve, tmp_path):
+    s = serve(lambda h, n: send_bytes(h, b"x"))
+    with pytest.raises(DownloadError, match="the host '127.0.0.1' is not in the allowed hosts"):
+        download(s.url + "/f", tmp_path / "f", allowed_hosts=["zenodo.org"], **FAST)
+    assert s.requests == []
+
+
+@pytest.mark.parametrize("location", ["ftp://127.0.0.1/f.tar.gz", "file:///etc/passwd",
+                                      "FILE:///etc/hostname"])
+def test_redirect_to_another_scheme_is_refused(serve, tmp_path, location):
+    s = serve(lambda h, n: send_status(h, 302, [("Location", location)]))
+    dest = tmp_path / "f"
+    with pytest.raises(RedirectError, match="is not http\\(s\\)") as ei:
+        download(s.url + "/f", dest, **FAST)
+    assert location in str(ei.value) and len(s.requests) == 1
+    assert not dest.exists() and not Path(f"{dest}.part").exists()
+
+
+def test_redirect_loop_fails_in_bounded_requests(serve, tmp_path):
+    s = serve(lambda h, n: send_status(h, 302, [("Location", "/b" if h.path == "/a" else "/a")]))
+    with pytest.raises(DownloadError, match="infinite loop"):
+        download(s.url + "/a", tmp_path / "f", **FAST)
+    assert len(s.requests) <= 10  # urllib's loop detection; not retried
