@@ -992,6 +992,77 @@ def _fsync_file(path: Path) -> None:
 
 _HAS_DATA_FILTER = hasattr(tarfile, "data_filter")  # Python 3.12, 3.11.4+, 3.10.12+, 3.9.17+
 
+# Extraction limits (docs/download.md, "Extraction limits" gives the reasoning).  The ATOM3D
+# archives hold a few LMDB files each (under 20 members) whose values are gzip-compressed
+# already, so they expand by a small factor; the largest, RES-raw.tar.gz, is ~31.6 GB.
+#: total bytes of the regular files of one archive: 1 TB, ~30x the largest archive
+DEFAULT_MAX_EXTRACT_BYTES = 10 ** 12
+#: members (files, folders, links) of one archive
+DEFAULT_MAX_MEMBERS = 10_000
+#: decompressed / compressed bytes; gzip itself cannot exceed ~1030, text compresses 5-10x
+DEFAULT_MAX_RATIO = 100.0
+#: the ratio is checked once this many bytes are decompressed (a small archive of headers and
+#: padding compresses very well)
+_RATIO_GRACE = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractLimits:
+    """What one archive may unpack to; :func:`extract` refuses an archive past any of them."""
+
+    max_bytes: int = DEFAULT_MAX_EXTRACT_BYTES
+    max_members: int = DEFAULT_MAX_MEMBERS
+    max_ratio: float = DEFAULT_MAX_RATIO
+
+    def __post_init__(self):
+        if min(self.max_bytes, self.max_members, self.max_ratio) <= 0:
+            raise ValueError(f"extraction limits must be > 0: {self}")
+
+
+class _Budget:
+    """Counts an archive's members and bytes against its :class:`ExtractLimits`, before writing."""
+
+    def __init__(self, archive: Path, limits: ExtractLimits):
+        self.archive = archive
+        self.limits = limits
+        self.members = 0
+        self.bytes = 0
+
+    def admit(self, m: tarfile.TarInfo) -> None:
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise ExtractError(self.archive, f"more than {self.limits.max_members} members "
+                                             f"(limit: download.max_members / --max-members)")
+        if m.isreg():
+            self.bytes += m.size
+            if self.bytes > self.limits.max_bytes:
+                raise ExtractError(self.archive, f"member {m.name!r} ({m.size} bytes) brings the "
+                                                 f"total to {self.bytes} bytes, over the limit of "
+                                                 f"{self.limits.max_bytes} (download."
+                                                 f"max_extract_bytes / --max-extract-bytes)")
+
+
+class _RatioGuard:
+    """The decompressed tar stream, refusing to expand past ``max_ratio`` times the compressed
+    bytes read so far (a decompression bomb is stopped before it writes much)."""
+
+    def __init__(self, stream, compressed: _HashingReader, archive: Path, max_ratio: float):
+        self.stream = stream
+        self.compressed = compressed
+        self.archive = archive
+        self.max_ratio = max_ratio
+        self.n = 0
+
+    def read(self, size: int = _CHUNK) -> bytes:
+        data = self.stream.read(_CHUNK if size is None or size < 0 else size)
+        self.n += len(data)
+        if self.n > _RATIO_GRACE and self.n > self.max_ratio * self.compressed.n:
+            raise ExtractError(self.archive, f"it expands more than {self.max_ratio:g} times "
+                                             f"({self.n} bytes from {self.compressed.n} compressed "
+                                             f"bytes so far): a decompression bomb? (limit: "
+                                             f"download.max_ratio / --max-ratio)")
+        return data
+
 
 def marker_path(archive: str | os.PathLike, target_dir: str | os.PathLike) -> Path:
     """The marker that says ``archive`` was fully extracted into ``target_dir``."""
@@ -1052,12 +1123,20 @@ def _under_symlink(rel: str, symlinks: set[str], parents_only: bool = False) -> 
     return any("/".join(parts[:i]) in symlinks for i in range(1, stop))
 
 
-def _check_member(m: tarfile.TarInfo, symlinks: set[str]) -> str:
-    """Our own safety checks (independent of tarfile's filters); returns the normalised path."""
+def _check_member(m: tarfile.TarInfo, symlinks: set[str], links: set[str]) -> str:
+    """Our own safety checks (independent of tarfile's filters); returns the normalised path.
+
+    ``symlinks`` and ``links`` (symbolic and hard) collect the archive's links so far.
+    """
     try:
         rel = _safe_relpath(m.name)
     except ValueError as exc:
         raise ValueError(f"member {m.name!r}: {exc}") from None
+    # writing a member over an earlier link of the same name would write through the link
+    if rel in links:
+        raise ValueError(f"member {m.name!r} has the name of an earlier link of the archive")
+    if m.issym() or m.islnk():
+        links.add(rel)
     # no member may be written through a symlink that the archive created before it
     if _under_symlink(rel, symlinks, parents_only=True):
         raise ValueError(f"member {m.name!r} lies under a symlink of the archive")
@@ -1103,8 +1182,50 @@ def _extract_member_manual(tf: tarfile.TarFile, m: tarfile.TarInfo, rel: str, ro
         os.link(root / _safe_relpath(m.linkname), dest)
 
 
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
+_TEMP_OWNER = re.compile(r"(?P<host>.+)-(?P<pid>[0-9]+)-[a-z0-9_]+")
+
+
+def _temp_prefix(target_dir: Path, kind: str) -> str:
+    """``.<target>.<kind>-<host>-<pid>-``: the folder of a killed process is recognised later."""
+    return f".{target_dir.name}.{kind}-{_HOST}-{os.getpid()}-"
+
+
+def _remove_stale_temps(target_dir: Path) -> None:
+    """Remove the temporary folders of extractions into ``target_dir`` whose process is gone
+    (killed); those of a live process, or of another host, are left alone."""
+    parent = target_dir.parent
+    if not parent.is_dir():
+        return
+    ours = re.compile(rf"\.{re.escape(target_dir.name)}\.(?:extract|old)-(?P<rest>.+)")
+    for entry in sorted(parent.iterdir()):
+        m = ours.fullmatch(entry.name)
+        if m is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        owner = _TEMP_OWNER.fullmatch(m["rest"])  # None: named by an older version
+        if owner is not None and owner["host"] != _HOST:
+            log.warning("%s was left by an extraction on host %s: remove it by hand unless that "
+                        "one is still running", entry, owner["host"])
+            continue
+        if owner is not None and _alive(int(owner["pid"])):
+            continue
+        log.warning("removing %s, left behind by an extraction that was killed", entry)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def extract(archive: str | os.PathLike, target_dir: str | os.PathLike,
-            overwrite: bool = False, source: dict | None = None) -> Path:
+            overwrite: bool = False, source: dict | None = None,
+            limits: ExtractLimits | None = None) -> Path:
     """Safely extract a tar / tar.gz / tar.bz2 / tar.xz ``archive`` into ``target_dir``.
 
     The archive's top-level entries end up directly in ``target_dir`` (so PSR's archive gives
@@ -1124,9 +1245,16 @@ def extract(archive: str | os.PathLike, target_dir: str | os.PathLike,
       counts (to free disk space after extracting).  If an entry already exists without a
       matching marker, ExtractError is raised unless ``overwrite=True`` (then it is replaced).
     * ``source`` (where the archive came from, :func:`read_source`) is kept in the marker.
+    * ``limits`` (default :class:`ExtractLimits()`) caps the total size, the number of members
+      and the compression ratio; the archive is refused when it goes past one.
+    * A member with the name of an earlier link of the archive is refused (it would be written
+      through the link).  Temporary folders left by a killed extraction into ``target_dir``
+      are removed first.
     """
     archive = Path(archive)
     target_dir = Path(target_dir)
+    limits = limits if limits is not None else ExtractLimits()
+    _remove_stale_temps(target_dir)
     info = read_marker(archive, target_dir)
     if info is not None:
         if not archive.exists():
@@ -1151,14 +1279,14 @@ def extract(archive: str | os.PathLike, target_dir: str | os.PathLike,
                            corrupt=True)
 
     target_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.extract-", dir=target_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target_dir, "extract"), dir=target_dir.parent))
     try:
         os.chmod(tmp, DIR_MODE)  # it may become target_dir itself
         st = archive.stat()
         reader_file = open(archive, "rb")
         with reader_file:
             reader = _HashingReader(reader_file)
-            nmembers = _extract_stream(archive, reader, tmp)
+            nmembers = _extract_stream(archive, reader, tmp, limits)
             reader.drain()  # the bytes after the end-of-archive blocks count in the digest
         entries = sorted(os.listdir(tmp))
         if not entries:
@@ -1195,19 +1323,25 @@ def _decompressed(archive: Path, reader: _HashingReader):
     return reader
 
 
-def _extract_stream(archive: Path, reader: _HashingReader, root: Path) -> int:
+def _extract_stream(archive: Path, reader: _HashingReader, root: Path,
+                    limits: ExtractLimits) -> int:
     """Check and extract member by member in one sequential pass (no seeking, no second read
     of a 30 GB gzip stream).  Returns the number of members."""
     symlinks: set[str] = set()
+    links: set[str] = set()
+    budget = _Budget(archive, limits)
     n = 0
     try:
         stream = _decompressed(archive, reader)
+        if stream is not reader:
+            stream = _RatioGuard(stream, reader, archive, limits.max_ratio)
         with tarfile.open(fileobj=stream, mode="r|") as tf:
             for m in tf:
                 try:
-                    rel = _check_member(m, symlinks)
+                    rel = _check_member(m, symlinks, links)
                 except ValueError as exc:
                     raise ExtractError(archive, f"unsafe member: {exc}") from None
+                budget.admit(m)
                 n += 1
                 if rel == ".":
                     continue
@@ -1262,7 +1396,7 @@ def _move_into_place(archive: Path, tmp: Path, target_dir: Path, entries: list[s
         raise ExtractError(archive, f"{', '.join(str(target_dir / c) for c in clashes)} already "
                                     f"exist(s) without a matching completion marker: remove "
                                     f"them (or pass overwrite=True / --overwrite)")
-    trash = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.old-", dir=target_dir.parent))
+    trash = Path(tempfile.mkdtemp(prefix=_temp_prefix(target_dir, "old"), dir=target_dir.parent))
     try:
         for c in clashes:
             os.rename(target_dir / c, trash / c)
@@ -1285,7 +1419,8 @@ def fetch_task(task: str, out: str | os.PathLike, base_url: str | None = None,
                keep_archives: bool = True, overwrite: bool = False,
                allowed_hosts: Sequence[str] = (), stall_window: float = DEFAULT_STALL_WINDOW,
                min_speed: float = DEFAULT_MIN_SPEED,
-               attempt_deadline: float = DEFAULT_ATTEMPT_DEADLINE) -> list[Path]:
+               attempt_deadline: float = DEFAULT_ATTEMPT_DEADLINE,
+               limits: ExtractLimits | None = None) -> list[Path]:
     """Download and extract every archive of ``task`` into ``out``; returns the archive paths.
 
     Archives go to ``archive_dir`` (default ``out/archives``).  An archive whose extraction
@@ -1317,7 +1452,7 @@ def fetch_task(task: str, out: str | os.PathLike, base_url: str | None = None,
         if source is not None:
             log.info("%s came from %s (host %s)", a.filename, source.get("final_url"),
                      source.get("host"))
-        _extract_or_discard(path, out, overwrite, source)
+        _extract_or_discard(path, out, overwrite, source, limits)
         if a.extracts_to and not (out / a.extracts_to).exists():
             log.warning("%s did not contain the expected top-level folder %r", a.filename,
                         a.extracts_to)
@@ -1327,10 +1462,11 @@ def fetch_task(task: str, out: str | os.PathLike, base_url: str | None = None,
     return paths
 
 
-def _extract_or_discard(path: Path, out: Path, overwrite: bool, source: dict | None) -> None:
+def _extract_or_discard(path: Path, out: Path, overwrite: bool, source: dict | None,
+                        limits: ExtractLimits | None) -> None:
     """:func:`extract`; a corrupt archive is deleted (the next run downloads it again)."""
     try:
-        extract(path, out, overwrite=overwrite, source=source)
+        extract(path, out, overwrite=overwrite, source=source, limits=limits)
     except ExtractError as exc:
         if not exc.corrupt:
             raise  # unsafe or too large: fetching it again would not help
@@ -1401,6 +1537,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-host", action="append", default=[], metavar="HOST",
                    help="download only from these hosts, redirects included (repeatable; "
                         "'*.example.org' matches its subdomains; default: any host)")
+    p.add_argument("--max-extract-bytes", type=int, default=DEFAULT_MAX_EXTRACT_BYTES,
+                   metavar="BYTES", help="refuse an archive whose files add up to more "
+                                         "(default: %(default)d)")
+    p.add_argument("--max-members", type=int, default=DEFAULT_MAX_MEMBERS, metavar="N",
+                   help="refuse an archive with more members (default: %(default)d)")
+    p.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO, metavar="R",
+                   help="refuse an archive expanding more than R times its compressed size "
+                        "(default: %(default)g)")
     p.add_argument("--remove-archives", action="store_true",
                    help="delete each archive after a successful extraction")
     p.add_argument("--overwrite", action="store_true",
@@ -1426,6 +1570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.task or not args.out:
         build_parser().error("--task and --out are required (or --list)")
     try:
+        limits = ExtractLimits(args.max_extract_bytes, args.max_members, args.max_ratio)
         checksums: dict[str, str] = {}
         cfile = args.checksums_file or os.environ.get(CHECKSUMS_ENV)
         if cfile:
@@ -1440,7 +1585,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    timeout=args.timeout, progress=not args.no_progress,
                    keep_archives=not args.remove_archives, overwrite=args.overwrite,
                    allowed_hosts=args.allowed_host, stall_window=args.stall_window,
-                   min_speed=args.min_speed, attempt_deadline=args.attempt_deadline)
+                   min_speed=args.min_speed, attempt_deadline=args.attempt_deadline,
+                   limits=limits)
     except (DownloadError, ExtractError) as exc:
         log.error("%s", exc)
         return 1

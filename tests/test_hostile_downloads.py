@@ -7,19 +7,27 @@ files; docs/reliability.md lists each probe with the test that covers it.
 from __future__ import annotations
 
 import email.message
+import gzip
 import io
 import json
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
+import tarfile
 import time
 import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
-from test_download import (  # noqa: F401  (serve is a fixture)
+from test_download import (  # noqa: F401  (serve and filter_mode are fixtures)
     FAST,
     archive_server,
+    filter_mode,
+    leftovers,
     lmdb_layout,
     make_tar,
     payload,
@@ -34,6 +42,7 @@ from preprocess import download as dl
 from preprocess.download import (
     DownloadError,
     ExtractError,
+    ExtractLimits,
     RedirectError,
     SafeRedirectHandler,
     download,
@@ -385,3 +394,134 @@ def test_redirect_loop_fails_in_bounded_requests(serve, tmp_path):
     with pytest.raises(DownloadError, match="infinite loop"):
         download(s.url + "/a", tmp_path / "f", **FAST)
     assert len(s.requests) <= 10  # urllib's loop detection; not retried
+
+
+# --------------------------------------------------------------------------------------------
+# item 7: extraction limits, links, leftovers of a killed extraction
+# --------------------------------------------------------------------------------------------
+
+MiB = 1 << 20
+
+
+def zero_bomb(path: Path, mib: int) -> Path:
+    """A tar.gz of one file of ``mib`` MiB of zeros, ~1 KB per MiB: gzip members (one per MiB,
+    compressed once) concatenated, which is a valid gzip stream."""
+    info = tarfile.TarInfo("top/zeros.bin")
+    info.size = mib * MiB
+    one_mib = gzip.compress(bytes(MiB), compresslevel=9)
+    with open(path, "wb") as f:
+        f.write(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT)))
+        for _ in range(mib):
+            f.write(one_mib)
+        f.write(gzip.compress(bytes(2 * tarfile.BLOCKSIZE)))  # the end-of-archive blocks
+    return path
+
+
+def test_default_ratio_cap_refuses_a_bomb_before_writing_much(tmp_path):
+    bomb = zero_bomb(tmp_path / "bomb.tar.gz", 512)
+    assert bomb.stat().st_size < 600_000  # a ~500 KB archive that unpacks to 512 MiB
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    with pytest.raises(ExtractError, match="expands more than 100 times") as ei:
+        extract(bomb, out)  # the default limits
+    assert time.monotonic() - t0 < 10
+    written = int(re.search(r"\((\d+) bytes from", str(ei.value)).group(1))
+    assert written < 32 * MiB  # stopped long before 512 MiB
+    assert not ei.value.corrupt and not out.exists() and leftovers(tmp_path) == []
+
+
+def test_small_caps(tmp_path):
+    big = make_tar(tmp_path / "big.tar.gz", [({"name": "top/a"}, payload(600_000, seed=1)),
+                                             ({"name": "top/b"}, payload(600_000, seed=2))])
+    with pytest.raises(ExtractError, match="member 'top/b' .* over the limit of 1000000"):
+        extract(big, tmp_path / "out", limits=ExtractLimits(max_bytes=1_000_000))
+    many = make_tar(tmp_path / "many.tar.gz", [({"name": f"top/f{i}"}, b"") for i in range(150)])
+    with pytest.raises(ExtractError, match="more than 100 members"):
+        extract(many, tmp_path / "out", limits=ExtractLimits(max_members=100))
+    zeros = make_tar(tmp_path / "zeros.tar.gz", [({"name": "top/z"}, bytes(4 * MiB))])
+    with pytest.raises(ExtractError, match="expands more than 5 times"):
+        extract(zeros, tmp_path / "out", limits=ExtractLimits(max_ratio=5))
+    assert not (tmp_path / "out").exists() and leftovers(tmp_path) == []
+    with pytest.raises(ExtractError, match="expands more than 100 times"):
+        extract(zeros, tmp_path / "out")  # 4 MiB of zeros compress ~1000 times: over the default
+    extract(zeros, tmp_path / "out", limits=ExtractLimits(max_ratio=10_000))
+    assert (tmp_path / "out/top/z").stat().st_size == 4 * MiB
+    with pytest.raises(ValueError):
+        ExtractLimits(max_members=0)
+
+
+def test_default_member_cap(tmp_path):
+    # 20,000 entries of one folder: cheap to unpack, yet over the default of 10,000 members
+    folder = tarfile.TarInfo("top")
+    folder.type = tarfile.DIRTYPE
+    arc = tmp_path / "a.tar.gz"
+    arc.write_bytes(gzip.compress(folder.tobuf() * 20_000 + bytes(2 * tarfile.BLOCKSIZE)))
+    with pytest.raises(ExtractError, match="more than 10000 members"):  # the ratio cap lifted
+        extract(arc, tmp_path / "out", limits=ExtractLimits(max_ratio=1e9))
+    with pytest.raises(ExtractError, match="expands more than 100 times"):  # 10 MB of headers
+        extract(arc, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_passes_the_limits(serve, tmp_path, caplog):
+    data = good_psr(tmp_path)
+    s = archive_server(serve, {PSR_PATH: data})
+    out = tmp_path / "psr"
+    assert main(psr_argv(s.url, out, "--max-members", "3")) == 1
+    assert "more than 3 members" in error_lines(caplog)
+    archive = out / "archives" / PSR_NAME
+    assert archive.exists()  # a sound archive over a limit is kept: raise the limit and rerun
+    assert main(psr_argv(s.url, out, "--max-extract-bytes", "100000", "--max-ratio", "50")) == 0
+    assert len(s.requests) == 1
+
+
+SAME_NAME = {
+    "symlink": [({"name": "top/victim.txt"}, b"orig"),
+                ({"name": "top/ln", "type": tarfile.SYMTYPE, "linkname": "victim.txt"}, None),
+                ({"name": "top/ln"}, b"evil")],
+    "hardlink": [({"name": "top/victim.txt"}, b"orig"),
+                 ({"name": "top/ln", "type": tarfile.LNKTYPE, "linkname": "top/victim.txt"},
+                  None),
+                 ({"name": "top/ln"}, b"evil")],
+    "symlink-then-symlink": [
+        ({"name": "top/victim.txt"}, b"orig"),
+        ({"name": "top/ln", "type": tarfile.SYMTYPE, "linkname": "victim.txt"}, None),
+        ({"name": "top/ln", "type": tarfile.SYMTYPE, "linkname": "victim.txt"}, None)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAME_NAME))
+def test_member_never_writes_through_an_earlier_link(tmp_path, filter_mode, case):
+    # tarfile (filter="data" too) opens 'top/ln' for writing and so writes into victim.txt
+    arc = make_tar(tmp_path / "a.tar.gz", [(dict(spec), c) for spec, c in SAME_NAME[case]])
+    out = tmp_path / "out"
+    with pytest.raises(ExtractError, match="'top/ln' has the name of an earlier link"):
+        extract(arc, out)
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+KILL_AFTER_UNPACKING = """
+import os, signal, sys
+from preprocess import download as dl
+os.rename = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # die before moving into place
+dl.extract(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_folder_left_by_a_killed_extraction_is_removed(tmp_path):
+    arc = make_tar(tmp_path / "PSR.tar.gz", lmdb_layout())
+    out = tmp_path / "res" / "psr"
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", KILL_AFTER_UNPACKING, str(arc), str(out)],
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    (left,) = leftovers(out.parent)
+    assert f"-{proc.pid}-" in left and (out.parent / left / "split-by-year").is_dir()
+    # a live extraction's folder (this process) and another host's are left alone
+    live = out.parent / f"{dl._temp_prefix(out, 'extract')}abcd1234"
+    other = out.parent / ".psr.extract-otherhost-1-abcd1234"
+    live.mkdir()
+    other.mkdir()
+    extract(arc, out)
+    assert (out / "split-by-year/data/train/data.mdb").exists()
+    assert leftovers(out.parent) == sorted([live.name, other.name])
