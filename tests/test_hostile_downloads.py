@@ -23,7 +23,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from test_download import (  # noqa: F401  (serve and filter_mode are fixtures)
+from test_download import (
     FAST,
     archive_server,
     filter_mode,
@@ -51,6 +51,10 @@ from preprocess.download import (
     marker_path,
     read_source,
 )
+
+#: fixtures of tests/test_download.py, used here by name (the real server on 127.0.0.1, and
+#: both extraction paths: tarfile's "data" filter and our own checks alone)
+FIXTURES = (serve, filter_mode)
 
 PSR_PATH = "/4915648/files/PSR-split-by-year.tar.gz"
 PSR_NAME = "PSR-split-by-year.tar.gz"
