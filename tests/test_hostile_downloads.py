@@ -529,3 +529,56 @@ def test_folder_left_by_a_killed_extraction_is_removed(tmp_path):
     extract(arc, out)
     assert (out / "split-by-year/data/train/data.mdb").exists()
     assert leftovers(out.parent) == sorted([live.name, other.name])
+
+
+# --------------------------------------------------------------------------------------------
+# probes that already held (docs/reliability.md); the archive probes are in test_download.py
+# --------------------------------------------------------------------------------------------
+
+def test_206_with_a_range_we_did_not_ask_for_restarts_cleanly(serve, tmp_path):
+    data = payload(60_000, seed=31)
+
+    def app(h, n):
+        if n == 0:  # answers Range bytes=20000- with the file from byte 0, labelled 206
+            h.send_response(206)
+            h.send_header("Content-Range", f"bytes 0-{len(data) - 1}/{len(data)}")
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+        else:
+            send_bytes(h, data)
+
+    s = serve(app)
+    dest = tmp_path / "f.bin"
+    Path(f"{dest}.part").write_bytes(data[:20_000])
+    download(s.url + "/f", dest, checksum=sha256(data), **FAST)
+    assert dest.read_bytes() == data
+    assert ranges(s) == ["bytes=20000-", None]  # the .part was discarded, not appended to
+
+
+KILL_DURING_DOWNLOAD = """
+import sys
+from preprocess.download import download
+download(sys.argv[1], sys.argv[2], progress=False, timeout=30)
+"""
+
+
+def test_download_killed_with_sigkill_resumes_with_range(serve, tmp_path):
+    data = payload(300_000, seed=32)
+    cut = 120_000
+    s = serve(lambda h, n: send_bytes(h, data, stall=(cut, s.stop_event) if n == 0 else None))
+    dest = tmp_path / "f.bin"
+    part = Path(f"{dest}.part")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", KILL_DURING_DOWNLOAD, s.url + "/f", str(dest)],
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    deadline = time.monotonic() + 60
+    while not (part.exists() and part.stat().st_size >= 65_536) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # the server now waits with the rest of the body; the child waits for it
+    proc.kill()
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    size = part.stat().st_size  # what reached the disk (a write still buffered is lost)
+    assert 0 < size <= cut and not dest.exists()
+    download(s.url + "/f", dest, checksum=sha256(data), **FAST)
+    assert dest.read_bytes() == data and ranges(s) == [None, f"bytes={size}-"]
