@@ -582,3 +582,32 @@ def test_download_killed_with_sigkill_resumes_with_range(serve, tmp_path):
     assert 0 < size <= cut and not dest.exists()
     download(s.url + "/f", dest, checksum=sha256(data), **FAST)
     assert dest.read_bytes() == data and ranges(s) == [None, f"bytes={size}-"]
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+NEW_SETTINGS = {"allowed_hosts": [], "stall_window": dl.DEFAULT_STALL_WINDOW,
+                "min_speed": dl.DEFAULT_MIN_SPEED, "attempt_deadline": dl.DEFAULT_ATTEMPT_DEADLINE,
+                "max_extract_bytes": dl.DEFAULT_MAX_EXTRACT_BYTES,
+                "max_members": dl.DEFAULT_MAX_MEMBERS, "max_ratio": dl.DEFAULT_MAX_RATIO}
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_configs_carry_the_download_settings_with_the_code_defaults(name):
+    yaml = pytest.importorskip("yaml")
+    validate = pytest.importorskip("snakemake.utils").validate
+    schema = str(ROOT / "workflow/schemas/config.schema.yaml")
+    config = yaml.safe_load((ROOT / "config" / name).read_text())
+    validate(config, schema)
+    assert {k: config["download"][k] for k in NEW_SETTINGS} == NEW_SETTINGS
+    for key in NEW_SETTINGS:  # a config written before these settings gets the same defaults
+        del config["download"][key]
+    validate(config, schema)
+    assert {k: config["download"][k] for k in NEW_SETTINGS} == NEW_SETTINGS
+    args = dl.build_parser().parse_args(["--task", "psr", "--out", "x"])
+    assert (args.allowed_host, args.stall_window, args.min_speed, args.attempt_deadline,
+            args.max_extract_bytes, args.max_members, args.max_ratio) == tuple(
+        NEW_SETTINGS.values())

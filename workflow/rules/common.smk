@@ -93,6 +93,11 @@ def checksum_args(archives):
     return " ".join(f"--checksum {a.filename}={known[a.filename]}" for a in archives if a.filename in known)
 
 
+def allowed_host_args():
+    """--allowed-host HOST for each host of download.allowed_hosts (none: any host)."""
+    return " ".join(f"--allowed-host {shlex.quote(h)}" for h in config["download"].get("allowed_hosts", []))
+
+
 def dataset_of(task):
     """The downloaded dataset a task reads (LBA: the sequence-identity split chosen)."""
     return f"lba{task_config('lba')['split']}" if task == "lba" else task
