@@ -4,10 +4,13 @@ Three layers, usable on their own:
 
 * :data:`ARCHIVES` / :func:`archive_url` -- what to fetch for each task and from where.
 * :func:`download` -- one URL to one file: streamed to ``dest + ".part"``, resumed with HTTP
-  ``Range`` requests, retried with capped exponential back-off, verified (size, md5/sha256) and
-  renamed into place atomically.  An existing verified ``dest`` is never fetched again.
+  ``Range`` requests, retried with capped exponential back-off, verified (size, md5/sha256, and
+  that it is an archive at all) and renamed into place atomically.  An existing verified
+  ``dest`` is never fetched again.  A watchdog ends stalled or overlong attempts; redirects
+  go only to http(s), never from https to http, optionally only to allowed hosts.
 * :func:`extract` -- safe tar / tar.gz extraction into a temporary sibling folder, moved into
-  place with renames, with a per-archive marker file so reruns are skipped.
+  place with renames, with a per-archive marker file so reruns are skipped; capped in size,
+  members and compression ratio (:class:`ExtractLimits`).
 
 Command line (what the workflow rules call)::
 
@@ -346,8 +349,8 @@ def _as_text(head: bytes) -> str | None:
     """``head`` decoded when it is (almost all) printable text, else None."""
     if b"\x00" in head:
         return None
-    text = head.decode("utf-8", errors="replace")
-    printable = sum(c.isprintable() or c in "\t\r\n" for c in text)
+    text = head.decode("utf-8", errors="replace")  # invalid bytes become U+FFFD: not text
+    printable = sum((c.isprintable() and c != "\ufffd") or c in "\t\r\n" for c in text)
     return text if printable >= 0.95 * len(text) else None
 
 
@@ -1053,8 +1056,8 @@ class _RatioGuard:
         self.max_ratio = max_ratio
         self.n = 0
 
-    def read(self, size: int = _CHUNK) -> bytes:
-        data = self.stream.read(_CHUNK if size is None or size < 0 else size)
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(_CHUNK if size < 0 else size)  # never the whole stream at once
         self.n += len(data)
         if self.n > _RATIO_GRACE and self.n > self.max_ratio * self.compressed.n:
             raise ExtractError(self.archive, f"it expands more than {self.max_ratio:g} times "

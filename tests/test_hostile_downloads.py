@@ -171,7 +171,9 @@ def test_download_and_extract_name_what_a_file_is(serve, tmp_path):
     for name, body, what in [("page.tar.gz", HTML, "an HTML page"),
                              ("a.zip", zip_bytes(tmp_path), "a zip file"),
                              ("empty.tar.gz", b"", "an empty file"),
-                             ("bin.tar.gz", bytes(range(256)) * 4, "unrecognised binary data")]:
+                             ("bin.tar.gz", bytes(range(256)) * 4, "unrecognised binary data"),
+                             ("latin.tar.gz", bytes(range(128, 256)) * 4,  # no NUL, not UTF-8
+                              "unrecognised binary data")]:
         path = tmp_path / name
         path.write_bytes(body)
         with pytest.raises(ExtractError, match=f"not a tar.*it is {what}") as ei:
