@@ -5,10 +5,13 @@ Three layers, usable on their own:
 * :func:`archives` / :func:`archive_url` -- what to fetch for each dataset (as the task
   declarations say) and from where.
 * :func:`download` -- one URL to one file: streamed to ``dest + ".part"``, resumed with HTTP
-  ``Range`` requests, retried with capped exponential back-off, verified (size, md5/sha256) and
-  renamed into place atomically.  An existing verified ``dest`` is never fetched again.
+  ``Range`` requests, retried with capped exponential back-off, verified (size, md5/sha256, and
+  that it is an archive at all) and renamed into place atomically.  An existing verified
+  ``dest`` is never fetched again.  A watchdog ends stalled or overlong attempts; redirects
+  go only to http(s), never from https to http, optionally only to allowed hosts.
 * :func:`extract` -- safe tar / tar.gz extraction into a temporary sibling folder, moved into
-  place with renames, with a per-archive marker file so reruns are skipped.
+  place with renames, with a per-archive marker file so reruns are skipped; capped in size,
+  members and compression ratio (:class:`ExtractLimits`).
 
 Command line (what the workflow rules call)::
 
@@ -28,6 +31,7 @@ import http.client
 import json
 import logging
 import lzma
+import math
 import os
 import posixpath
 import re
@@ -36,6 +40,7 @@ import socket
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -55,6 +60,12 @@ CHECKSUMS_ENV = "EQGAT_DOWNLOAD_CHECKSUMS"
 BASE_URL_ENV = "EQGAT_DOWNLOAD_BASE_URL"
 
 _CHUNK = 1 << 20  # 1 MiB per read
+#: an attempt is stalled when less than DEFAULT_MIN_SPEED * DEFAULT_STALL_WINDOW bytes arrive in
+#: a window of DEFAULT_STALL_WINDOW seconds (docs/download.md: "Slow and trickling servers")
+DEFAULT_STALL_WINDOW = 60.0
+DEFAULT_MIN_SPEED = 10 * 1024.0  # bytes per second
+#: one attempt ends after this many seconds and is resumed with a Range request
+DEFAULT_ATTEMPT_DEADLINE = 3600.0
 _USER_AGENT = "eqgat-workflow-download/1"
 _GB = 10 ** 9
 
@@ -198,22 +209,38 @@ class ChecksumError(DownloadError):
                               f"(the partial file was deleted; the next run starts from zero)")
 
 
-class ExtractError(RuntimeError):
-    """An archive could not be extracted safely (corrupt, truncated, or unsafe member)."""
+class RedirectError(DownloadError):
+    """A redirect was refused: to a scheme other than http(s), from https to plain http, or to
+    a host outside the allow-list."""
 
-    def __init__(self, archive: str | os.PathLike, reason: str):
+
+class ExtractError(RuntimeError):
+    """An archive could not be extracted safely (corrupt, truncated, or unsafe member).
+
+    ``corrupt`` is true when the file itself is bad (not an archive, truncated, fails its CRC):
+    :func:`fetch_task` then deletes it so that the next run downloads it again.
+    """
+
+    def __init__(self, archive: str | os.PathLike, reason: str, corrupt: bool = False):
         self.archive = str(archive)
         self.reason = reason
+        self.corrupt = corrupt
         super().__init__(f"cannot extract {archive}: {reason}")
 
 
 class _Retryable(Exception):
-    """Internal: a transient failure of one attempt."""
+    """Internal: a transient failure of one attempt.
 
-    def __init__(self, reason: str, retry_after: float | None = None):
+    ``progressed`` overrides "the ``.part`` grew" as the test of whether the attempt made
+    progress (a stalled attempt that trickled a few bytes did not).
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None,
+                 progressed: bool | None = None):
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.progressed = progressed
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,8 +270,11 @@ def file_digest(path: str | os.PathLike, algo: str = "sha256") -> str:
 
 
 def _verify_existing(path: Path, expected_size: int | None,
-                     check: tuple[str, str] | None) -> str | None:
+                     check: tuple[str, str] | None, expect_archive: bool = False) -> str | None:
     """None when ``path`` matches the expected size and digest, else the reason it does not."""
+    what = describe_file(path) if expect_archive else None
+    if what is not None:
+        return f"it is {what}, not an archive"
     size = path.stat().st_size
     if expected_size is not None and size != expected_size:
         return f"size {size} != expected {expected_size}"
@@ -253,6 +283,66 @@ def _verify_existing(path: Path, expected_size: int | None,
         if actual != check[1]:
             return f"{check[0]} {actual} != expected {check[1]}"
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# what a file is
+# --------------------------------------------------------------------------------------------
+
+_ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
+_OTHER_MAGIC = ((b"PK\x03\x04", "a zip file"), (b"PK\x05\x06", "a zip file (empty)"),
+                (b"%PDF-", "a PDF file"), (b"7z\xbc\xaf\x27\x1c", "a 7z archive"),
+                (b"Rar!\x1a\x07", "a RAR archive"), (b"\x28\xb5\x2f\xfd", "a zstd-compressed file"))
+_SNIFF = 4096
+
+
+def describe_file(path: str | os.PathLike) -> str | None:
+    """None when ``path`` starts like a tar, tar.gz, tar.bz2 or tar.xz archive; else what it is
+    (``"an HTML page of 1234 bytes, starting '<!DOCTYPE html>...'"``, ``"a zip file ..."``)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF)
+    if not head:
+        return "an empty file"
+    if head.startswith(_ARCHIVE_MAGIC) or _is_tar_header(head[:tarfile.BLOCKSIZE]):
+        return None
+    kind = next((what for magic, what in _OTHER_MAGIC if head.startswith(magic)), None)
+    text = _as_text(head)
+    if kind is None and text is not None:
+        kind = _text_kind(text)
+    if kind is None:
+        return f"unrecognised binary data of {size} bytes (first bytes {head[:16].hex()})"
+    excerpt = f", starting {' '.join(text.split())[:60]!r}" if text is not None else ""
+    return f"{kind} of {size} bytes{excerpt}"
+
+
+def _is_tar_header(block: bytes) -> bool:
+    """A valid (checksummed) tar header block: an uncompressed tar archive."""
+    try:
+        tarfile.TarInfo.frombuf(block, tarfile.ENCODING, "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def _as_text(head: bytes) -> str | None:
+    """``head`` decoded when it is (almost all) printable text, else None."""
+    if b"\x00" in head:
+        return None
+    text = head.decode("utf-8", errors="replace")  # invalid bytes become U+FFFD: not text
+    printable = sum((c.isprintable() and c != "\ufffd") or c in "\t\r\n" for c in text)
+    return text if printable >= 0.95 * len(text) else None
+
+
+def _text_kind(text: str) -> str:
+    start = text.lstrip("\ufeff \t\r\n").lower()
+    if start.startswith(("<!doctype html", "<html")) or "<html" in start or "<body" in start:
+        return "an HTML page"
+    if start.startswith("<"):
+        return "an XML document"
+    if start.startswith(("{", "[")):
+        return "a JSON document"
+    return "a text file"
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,12 +366,233 @@ def _retry_after(headers) -> float | None:
         return None  # an HTTP date: fall back to the back-off schedule
 
 
-def _open(url: str, offset: int, timeout: float):
+def _open(url: str, offset: int, timeout: float, opener: urllib.request.OpenerDirector):
     headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
     if offset > 0:
         headers["Range"] = f"bytes={offset}-"
     req = urllib.request.Request(url, headers=headers)
-    return urllib.request.urlopen(req, timeout=timeout)
+    return opener.open(req, timeout=timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Net:
+    """How one download talks to the network (see :func:`download`)."""
+
+    timeout: float
+    stall_window: float
+    min_speed: float
+    attempt_deadline: float
+    allowed_hosts: tuple[str, ...] = ()
+
+
+def _host(url: str) -> str | None:
+    return urllib.parse.urlsplit(url).hostname
+
+
+def host_allowed(host: str | None, allowed_hosts: Sequence[str]) -> bool:
+    """Whether ``host`` is in the allow-list: exact names (any case), ``*.example.org`` for the
+    subdomains of example.org.  An empty list allows every host."""
+    if not allowed_hosts:
+        return True
+    host = (host or "").lower().rstrip(".")
+    for pattern in allowed_hosts:
+        pattern = pattern.lower().rstrip(".")
+        if pattern.startswith("*.") and host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+            return True
+        if host == pattern:
+            return True
+    return False
+
+
+def redirect_problem(old_url: str, new_url: str, allowed_hosts: Sequence[str] = ()) -> str | None:
+    """Why a redirect from ``old_url`` to ``new_url`` must not be followed, or None."""
+    old_scheme = urllib.parse.urlsplit(old_url).scheme.lower()
+    new_scheme = urllib.parse.urlsplit(new_url).scheme.lower()
+    if new_scheme not in ("http", "https"):
+        return f"the scheme {new_scheme + ':' if new_scheme else '(none)'} is not http(s)"
+    if old_scheme == "https" and new_scheme == "http":
+        return "it goes from https to plain http"
+    if not host_allowed(_host(new_url), allowed_hosts):
+        return (f"the host {_host(new_url)!r} is not in the allowed hosts "
+                f"({', '.join(allowed_hosts)})")
+    return None
+
+
+class SafeRedirectHandler(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to http(s), never from https to plain http and only to allowed
+    hosts (:func:`redirect_problem`); logs every hop and keeps them in ``hops``."""
+
+    def __init__(self, allowed_hosts: Sequence[str] = ()):
+        super().__init__()
+        self.allowed_hosts = tuple(allowed_hosts)
+        self.hops: list[str] = []
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        location = headers.get("location") or headers.get("uri")
+        if location is not None:
+            new = urllib.parse.urljoin(req.full_url, location.strip())
+            problem = redirect_problem(req.full_url, new, self.allowed_hosts)
+            if problem is not None:
+                fp.close()
+                raise RedirectError(req.full_url, f"refused the HTTP {code} redirect from "
+                                                  f"{req.full_url} to {new}: {problem} "
+                                                  f"(not retried)")
+            log.info("HTTP %d redirect to %s (host %s)", code, new, _host(new))
+            self.hops.append(new)
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+@dataclasses.dataclass
+class _Source:
+    """Where the bytes of one download came from (the job log and the completion marker)."""
+
+    url: str
+    final_url: str | None = None
+    hosts: set[str] = dataclasses.field(default_factory=set)
+
+    def note(self, final_url: str, hops: Sequence[str]) -> None:
+        """One attempt's response came from ``final_url`` after ``hops``."""
+        self.final_url = final_url
+        self.hosts.update(h for h in map(_host, (self.url, *hops, final_url)) if h)
+
+    def record(self, size: int) -> dict:
+        final = self.final_url or self.url
+        return {"url": self.url, "final_url": final, "host": _host(final),
+                "hosts": sorted(self.hosts), "size": size,
+                "downloaded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def source_path(archive: str | os.PathLike) -> Path:
+    """The JSON file beside a downloaded file that says where it came from."""
+    archive = Path(archive)
+    return archive.with_name(archive.name + ".source.json")
+
+
+def read_source(archive: str | os.PathLike) -> dict | None:
+    """What :func:`download` recorded about where ``archive`` came from (None if unknown)."""
+    try:
+        info = json.loads(source_path(archive).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+class _Watchdog:
+    """Ends an attempt that stalls or passes its deadline, from a thread of its own.
+
+    Stalled: fewer than ``min_speed * window`` body bytes in a window of ``window`` seconds
+    (back-to-back windows from the start of the attempt; 0 turns the check off).  The attempt's
+    connections are shut down, which also ends a read blocked on a server that trickles its
+    status line or headers, where the per-read socket timeout never trips.
+    """
+
+    def __init__(self, window: float, min_speed: float, deadline: float):
+        self.window = window
+        self.min_speed = min_speed
+        self.min_bytes = int(min_speed * window)
+        self.deadline = deadline
+        self.received = 0             # body bytes of this attempt, counted by the reading thread
+        self.restarted = False        # the server ignored Range: this attempt began at zero again
+        self.kind: str | None = None  # "stall" or "deadline" once fired
+        self.reason: str | None = None
+        self._conns: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="download-watchdog", daemon=True)
+
+    def __enter__(self) -> _Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def connection(self, cls: type[http.client.HTTPConnection]) -> Callable:
+        """A factory of ``cls`` connections that this watchdog can end (for ``do_open``)."""
+        def make(*args, **kwargs):
+            conn = cls(*args, **kwargs)
+            with self._lock:
+                self._conns.append(conn)
+            return conn
+
+        return make
+
+    def made_progress(self) -> bool:
+        """Whether the fired attempt counts as progress (it resets the retry count)."""
+        if self.kind == "stall":
+            return self.received >= max(self.min_bytes, 1)
+        return self.received > 0 and not self.restarted
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        end = start + self.deadline if self.deadline > 0 else math.inf
+        next_check = start + self.window if self.min_bytes > 0 else math.inf
+        mark = 0
+        while True:
+            wake = min(end, next_check)
+            if self._done.wait(None if wake == math.inf else max(0.0, wake - time.monotonic())):
+                return
+            now = time.monotonic()
+            if now >= end:
+                self._fire("deadline", f"attempt deadline of {self.deadline:g} s passed "
+                                       f"({self.received} bytes received in this attempt)")
+                break
+            if now >= next_check:
+                got = self.received - mark
+                if got < self.min_bytes:
+                    self._fire("stall", f"stalled: {got} bytes in {self.window:g} s, less than "
+                                        f"{self.min_bytes} (min_speed {self.min_speed:g} B/s)")
+                    break
+                mark, next_check = self.received, now + self.window
+        while not self._done.wait(0.1):  # a connection opened after firing is ended too
+            self._shutdown()
+
+    def _fire(self, kind: str, reason: str) -> None:
+        self.kind = kind
+        self.reason = reason
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                try:  # the plain socket call: wakes a blocked read, also under TLS
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+class _WatchedHTTPHandler(urllib.request.HTTPHandler):
+    """http:// over connections that a :class:`_Watchdog` can end."""
+
+    def __init__(self, watchdog: _Watchdog):
+        super().__init__()
+        self.watchdog = watchdog
+
+    def http_open(self, req):
+        return self.do_open(self.watchdog.connection(http.client.HTTPConnection), req)
+
+
+class _WatchedHTTPSHandler(urllib.request.HTTPSHandler):
+    """https:// over connections that a :class:`_Watchdog` can end."""
+
+    def __init__(self, watchdog: _Watchdog):
+        super().__init__()
+        self.watchdog = watchdog
+
+    def https_open(self, req):
+        return self.do_open(self.watchdog.connection(http.client.HTTPSConnection), req,
+                            context=self._context)
+
+
+def _opener(watchdog: _Watchdog, redirects: SafeRedirectHandler) -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(_WatchedHTTPHandler(watchdog),
+                                       _WatchedHTTPSHandler(watchdog), redirects)
 
 
 class _Hasher:
@@ -319,7 +630,10 @@ class _Hasher:
 def download(url: str, dest: str | os.PathLike, expected_size: int | None = None,
              checksum: str | None = None, retries: int = 5, backoff: float = 1.0,
              timeout: float = 60, progress: bool = True, max_backoff: float = 60.0,
-             max_attempts: int | None = None,
+             max_attempts: int | None = None, expect_archive: bool = False,
+             stall_window: float = DEFAULT_STALL_WINDOW, min_speed: float = DEFAULT_MIN_SPEED,
+             attempt_deadline: float = DEFAULT_ATTEMPT_DEADLINE,
+             allowed_hosts: Sequence[str] = (),
              sleep: Callable[[float], None] = time.sleep) -> Path:
     """Download ``url`` to ``dest`` (resumable, retried, verified, atomic); returns ``dest``.
 
@@ -338,10 +652,24 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
       resets the count and is resumed after ``backoff`` seconds, so a long download over a
       flaky link goes on as long as it progresses; ``max_attempts`` (default
       ``max(100, 10 * (retries + 1))``) bounds all attempts together.
+    * ``timeout`` bounds each socket read.  An attempt is also ended and retried when it stalls
+      (fewer than ``min_speed * stall_window`` bytes in a ``stall_window``-second window, which
+      a server trickling one byte at a time never escapes otherwise) or lasts longer than
+      ``attempt_deadline`` seconds (resumed with Range; 0 turns either off).  A stalled attempt
+      counts as a failure without progress unless it received a full window's worth of bytes.
+    * A body without Content-Length never grows past ``expected_size`` (when given).
+    * Redirects are followed only to http(s) URLs, never from https to plain http, and, when
+      ``allowed_hosts`` is given, only to those hosts (the first URL's host must be in it too;
+      ``*.example.org`` matches subdomains): :class:`RedirectError` otherwise, not retried.
+      Every hop is logged; the final URL and host go to the log and to ``dest.source.json``
+      (:func:`read_source`), written beside ``dest`` just before it appears.
     * After the last byte: size (``expected_size``, and the server's announced total) and
       ``checksum`` (``"md5:<hex>"`` or ``"sha256:<hex>"``) are checked; on a mismatch the
       ``.part`` is deleted and :class:`ChecksumError` / :class:`DownloadError` is raised.
       Only then is ``.part`` renamed to ``dest`` (``os.replace``: atomic on one filesystem).
+    * With ``expect_archive``, a file that does not start like a tar / tar.gz / tar.bz2 / tar.xz
+      archive (an HTML error page, a zip file, an empty body) is deleted and the error says what
+      it is (:func:`describe_file`); an existing ``dest`` of that kind is downloaded again.
     * When the retries are exhausted, :class:`DownloadError` is raised, ``dest`` is not created
       and a ``.part`` with the bytes received so far is kept, so the next call resumes it.
     """
@@ -354,17 +682,25 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
             raise ValueError(f"expected_size must be >= 0, got {expected_size}")
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
+    if min(stall_window, min_speed, attempt_deadline) < 0:
+        raise ValueError("stall_window, min_speed and attempt_deadline must be >= 0")
+    net = _Net(timeout, stall_window, min_speed, attempt_deadline, tuple(allowed_hosts))
 
     if dest.exists():
-        mismatch = _verify_existing(dest, expected_size, check)
+        mismatch = _verify_existing(dest, expected_size, check, expect_archive)
         if mismatch is None:
             log.info("%s already present%s, not downloading", dest,
                      " and verified" if (check or expected_size is not None) else "")
             return dest
         log.warning("%s exists but does not verify (%s): downloading it again", dest, mismatch)
 
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme != "file" and not host_allowed(_host(url), net.allowed_hosts):
+        raise DownloadError(url, f"the host {_host(url)!r} is not in the allowed hosts "
+                                 f"({', '.join(net.allowed_hosts)}) (not retried)")
     dest.parent.mkdir(parents=True, exist_ok=True)
     hasher = _Hasher(check[0] if check else None)
+    source = _Source(url)
     failures = 0          # consecutive transient failures without progress
     attempts = 0          # all attempts, bounded so a pathological server cannot loop forever
     if max_attempts is None:
@@ -395,10 +731,13 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
                 if total is not None and offset == total and offset > 0:
                     complete = True  # nothing left to fetch (e.g. an earlier run was cut at 100%)
                 else:
-                    complete, total = _attempt(url, part, offset, total, timeout, hasher, bar)
+                    complete, total = _attempt(url, part, offset, total, net, hasher, bar,
+                                               source)
             except _Retryable as exc:
                 last_reason = exc.reason
                 progressed = part.exists() and part.stat().st_size > before
+                if exc.progressed is not None:
+                    progressed = exc.progressed
                 failures = 0 if progressed else failures + 1
                 if failures > retries or attempts >= max_attempts:
                     raise DownloadError(
@@ -422,7 +761,9 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
 
         # ---- verification ------------------------------------------------------------------
         if not part.exists():
-            part.touch()  # an empty file is a legitimate download
+            part.touch()  # an empty file is a legitimate download (unless expect_archive)
+        if expect_archive:
+            _check_is_archive(url, part)
         size = part.stat().st_size
         if expected_size is not None and size != expected_size:
             part.unlink()
@@ -439,21 +780,44 @@ def download(url: str, dest: str | os.PathLike, expected_size: int | None = None
                 part.unlink()
                 raise ChecksumError(url, check[0], check[1], actual)
         _fsync_file(part)
+        record = source.record(size)
+        write_json_atomic(source_path(dest), record, indent=1, sort_keys=False)
         os.replace(part, dest)
         fsync_dir(dest.parent)
-        log.info("downloaded %s -> %s (%d bytes%s)", url, dest, size,
-                 f", {check[0]} verified" if check else "")
+        log.info("downloaded %s -> %s (%d bytes%s) from %s (host %s)", url, dest, size,
+                 f", {check[0]} verified" if check else "", record["final_url"], record["host"])
         return dest
     finally:
         if bar is not None:
             bar.close()
 
 
-def _attempt(url: str, part: Path, offset: int, total: int | None, timeout: float,
-             hasher: _Hasher, bar) -> tuple[bool, int | None]:
-    """One request.  Returns ``(complete, total)``; raises _Retryable or DownloadError."""
+def _attempt(url: str, part: Path, offset: int, total: int | None, net: _Net,
+             hasher: _Hasher, bar, source: _Source) -> tuple[bool, int | None]:
+    """One request, ended by a :class:`_Watchdog` if it stalls or passes its deadline.
+
+    Returns ``(complete, total)``; raises _Retryable or DownloadError.
+    """
+    with _Watchdog(net.stall_window, net.min_speed, net.attempt_deadline) as wd:
+        redirects = SafeRedirectHandler(net.allowed_hosts)
+        opener = _opener(wd, redirects)
+        try:
+            return _request(url, part, offset, total, net.timeout, opener, wd, hasher, bar,
+                            lambda final: source.note(final, redirects.hops))
+        except Exception:
+            if wd.reason is None:
+                raise
+            raise _Retryable(wd.reason, progressed=wd.made_progress()) from None
+
+
+def _request(url: str, part: Path, offset: int, total: int | None, timeout: float,
+             opener: urllib.request.OpenerDirector, wd: _Watchdog, hasher: _Hasher,
+             bar, note_final: Callable[[str], None]) -> tuple[bool, int | None]:
+    """Send one request and stream its body into ``part``."""
     try:
-        resp = _open(url, offset, timeout)
+        resp = _open(url, offset, timeout, opener)
+    except RedirectError as exc:
+        raise RedirectError(url, exc.reason) from None
     except urllib.error.HTTPError as exc:
         code = exc.code
         headers = exc.headers
@@ -487,6 +851,7 @@ def _attempt(url: str, part: Path, offset: int, total: int | None, timeout: floa
         raise _Retryable(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
 
     with resp:
+        note_final(resp.geturl())
         status = getattr(resp, "status", None) or 200  # file:// responses have no status
         length_header = resp.headers.get("Content-Length")
         try:
@@ -510,6 +875,7 @@ def _attempt(url: str, part: Path, offset: int, total: int | None, timeout: floa
             if offset > 0:
                 log.warning("%s: server ignored the Range request (HTTP 200): restarting from "
                             "zero", url)
+                wd.restarted = True
             offset = 0
             hasher.reset()
             if length is not None:
@@ -525,25 +891,14 @@ def _attempt(url: str, part: Path, offset: int, total: int | None, timeout: floa
             bar.update(offset)
         if mode == "ab":
             hasher.sync(part, offset)
-        received = 0
-        # read1: return what has arrived (one socket read) instead of waiting for a full chunk,
-        # so the bytes received before a timeout or a cut are kept for resuming
-        read = getattr(resp, "read1", None) or resp.read
-        with open(part, mode) as f:
-            while True:
-                try:
-                    block = read(_CHUNK)
-                except _NETWORK_ERRORS as exc:
-                    f.flush()
-                    raise _Retryable(f"connection broken after {offset + received} bytes "
-                                     f"({type(exc).__name__}: {exc})") from None
-                if not block:
-                    break
-                f.write(block)
-                hasher.update(block)
-                received += len(block)
-                if bar is not None:
-                    bar.update(len(block))
+        # a body without Content-Length may not grow past the size we know
+        cap = total - offset if length is None and total is not None else None
+        received = _stream_body(resp, part, mode, offset, cap, wd, hasher, bar)
+        if cap is not None and received > cap:
+            part.unlink(missing_ok=True)
+            hasher.reset()
+            raise DownloadError(url, f"the server sent more than the expected {total} bytes "
+                                     f"(no Content-Length; the partial file was deleted)")
         if length is not None and received < length:
             raise _Retryable(f"truncated body: got {received} of {length} bytes "
                              f"(Content-Length) at offset {offset}")
@@ -553,6 +908,44 @@ def _attempt(url: str, part: Path, offset: int, total: int | None, timeout: floa
         if total is None:
             total = offset + received  # no length announced: the body ended at EOF
         return True, total
+
+
+def _stream_body(resp, part: Path, mode: str, offset: int, cap: int | None, wd: _Watchdog,
+                 hasher: _Hasher, bar) -> int:
+    """Append the body to ``part``; returns its bytes (``cap + 1`` at most, when ``cap`` is given)."""
+    received = 0
+    # read1: return what has arrived (one socket read) instead of waiting for a full chunk,
+    # so the bytes received before a timeout or a cut are kept for resuming
+    read = getattr(resp, "read1", None) or resp.read
+    with open(part, mode) as f:
+        while cap is None or received <= cap:
+            want = _CHUNK if cap is None else min(_CHUNK, cap + 1 - received)
+            try:
+                block = read(want)
+            except _NETWORK_ERRORS as exc:
+                f.flush()
+                raise _Retryable(f"connection broken after {offset + received} bytes "
+                                 f"({type(exc).__name__}: {exc})") from None
+            if wd.reason is not None:  # the watchdog ended the attempt (EOF after a shutdown)
+                raise _Retryable(wd.reason)
+            if not block:
+                break
+            f.write(block)
+            hasher.update(block)
+            received += len(block)
+            wd.received += len(block)
+            if bar is not None:
+                bar.update(len(block))
+    return received
+
+
+def _check_is_archive(url: str, part: Path) -> None:
+    """Delete ``part`` and raise when it is not an archive (an HTML page, an empty body...)."""
+    what = describe_file(part)
+    if what is not None:
+        part.unlink()
+        raise DownloadError(url, f"the server sent {what}, not a tar archive (deleted; not "
+                                 f"retried: the next run downloads it again)")
 
 
 def _check_free_space(url: str, folder: Path, needed: int) -> None:
@@ -581,6 +974,77 @@ def _fsync_file(path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 _HAS_DATA_FILTER = hasattr(tarfile, "data_filter")  # Python 3.12, 3.11.4+, 3.10.12+, 3.9.17+
+
+# Extraction limits (docs/download.md, "Extraction limits" gives the reasoning).  The ATOM3D
+# archives hold a few LMDB files each (under 20 members) whose values are gzip-compressed
+# already, so they expand by a small factor; the largest, RES-raw.tar.gz, is ~31.6 GB.
+#: total bytes of the regular files of one archive: 1 TB, ~30x the largest archive
+DEFAULT_MAX_EXTRACT_BYTES = 10 ** 12
+#: members (files, folders, links) of one archive
+DEFAULT_MAX_MEMBERS = 10_000
+#: decompressed / compressed bytes; gzip itself cannot exceed ~1030, text compresses 5-10x
+DEFAULT_MAX_RATIO = 100.0
+#: the ratio is checked once this many bytes are decompressed (a small archive of headers and
+#: padding compresses very well)
+_RATIO_GRACE = 1 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractLimits:
+    """What one archive may unpack to; :func:`extract` refuses an archive past any of them."""
+
+    max_bytes: int = DEFAULT_MAX_EXTRACT_BYTES
+    max_members: int = DEFAULT_MAX_MEMBERS
+    max_ratio: float = DEFAULT_MAX_RATIO
+
+    def __post_init__(self):
+        if min(self.max_bytes, self.max_members, self.max_ratio) <= 0:
+            raise ValueError(f"extraction limits must be > 0: {self}")
+
+
+class _Budget:
+    """Counts an archive's members and bytes against its :class:`ExtractLimits`, before writing."""
+
+    def __init__(self, archive: Path, limits: ExtractLimits):
+        self.archive = archive
+        self.limits = limits
+        self.members = 0
+        self.bytes = 0
+
+    def admit(self, m: tarfile.TarInfo) -> None:
+        self.members += 1
+        if self.members > self.limits.max_members:
+            raise ExtractError(self.archive, f"more than {self.limits.max_members} members "
+                                             f"(limit: download.max_members / --max-members)")
+        if m.isreg():
+            self.bytes += m.size
+            if self.bytes > self.limits.max_bytes:
+                raise ExtractError(self.archive, f"member {m.name!r} ({m.size} bytes) brings the "
+                                                 f"total to {self.bytes} bytes, over the limit of "
+                                                 f"{self.limits.max_bytes} (download."
+                                                 f"max_extract_bytes / --max-extract-bytes)")
+
+
+class _RatioGuard:
+    """The decompressed tar stream, refusing to expand past ``max_ratio`` times the compressed
+    bytes read so far (a decompression bomb is stopped before it writes much)."""
+
+    def __init__(self, stream, compressed: _HashingReader, archive: Path, max_ratio: float):
+        self.stream = stream
+        self.compressed = compressed
+        self.archive = archive
+        self.max_ratio = max_ratio
+        self.n = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(_CHUNK if size < 0 else size)  # never the whole stream at once
+        self.n += len(data)
+        if self.n > _RATIO_GRACE and self.n > self.max_ratio * self.compressed.n:
+            raise ExtractError(self.archive, f"it expands more than {self.max_ratio:g} times "
+                                             f"({self.n} bytes from {self.compressed.n} compressed "
+                                             f"bytes so far): a decompression bomb? (limit: "
+                                             f"download.max_ratio / --max-ratio)")
+        return data
 
 
 def marker_path(archive: str | os.PathLike, target_dir: str | os.PathLike) -> Path:
@@ -642,12 +1106,20 @@ def _under_symlink(rel: str, symlinks: set[str], parents_only: bool = False) -> 
     return any("/".join(parts[:i]) in symlinks for i in range(1, stop))
 
 
-def _check_member(m: tarfile.TarInfo, symlinks: set[str]) -> str:
-    """Our own safety checks (independent of tarfile's filters); returns the normalised path."""
+def _check_member(m: tarfile.TarInfo, symlinks: set[str], links: set[str]) -> str:
+    """Our own safety checks (independent of tarfile's filters); returns the normalised path.
+
+    ``symlinks`` and ``links`` (symbolic and hard) collect the archive's links so far.
+    """
     try:
         rel = _safe_relpath(m.name)
     except ValueError as exc:
         raise ValueError(f"member {m.name!r}: {exc}") from None
+    # writing a member over an earlier link of the same name would write through the link
+    if rel in links:
+        raise ValueError(f"member {m.name!r} has the name of an earlier link of the archive")
+    if m.issym() or m.islnk():
+        links.add(rel)
     # no member may be written through a symlink that the archive created before it
     if _under_symlink(rel, symlinks, parents_only=True):
         raise ValueError(f"member {m.name!r} lies under a symlink of the archive")
@@ -693,8 +1165,50 @@ def _extract_member_manual(tf: tarfile.TarFile, m: tarfile.TarInfo, rel: str, ro
         os.link(root / _safe_relpath(m.linkname), dest)
 
 
+_HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
+_TEMP_OWNER = re.compile(r"(?P<host>.+)-(?P<pid>[0-9]+)-[a-z0-9_]+")
+
+
+def _temp_prefix(target_dir: Path, kind: str) -> str:
+    """``.<target>.<kind>-<host>-<pid>-``: the folder of a killed process is recognised later."""
+    return f".{target_dir.name}.{kind}-{_HOST}-{os.getpid()}-"
+
+
+def _remove_stale_temps(target_dir: Path) -> None:
+    """Remove the temporary folders of extractions into ``target_dir`` whose process is gone
+    (killed); those of a live process, or of another host, are left alone."""
+    parent = target_dir.parent
+    if not parent.is_dir():
+        return
+    ours = re.compile(rf"\.{re.escape(target_dir.name)}\.(?:extract|old)-(?P<rest>.+)")
+    for entry in sorted(parent.iterdir()):
+        m = ours.fullmatch(entry.name)
+        if m is None or entry.is_symlink() or not entry.is_dir():
+            continue
+        owner = _TEMP_OWNER.fullmatch(m["rest"])  # None: named by an older version
+        if owner is not None and owner["host"] != _HOST:
+            log.warning("%s was left by an extraction on host %s: remove it by hand unless that "
+                        "one is still running", entry, owner["host"])
+            continue
+        if owner is not None and _alive(int(owner["pid"])):
+            continue
+        log.warning("removing %s, left behind by an extraction that was killed", entry)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def extract(archive: str | os.PathLike, target_dir: str | os.PathLike,
-            overwrite: bool = False) -> Path:
+            overwrite: bool = False, source: dict | None = None,
+            limits: ExtractLimits | None = None) -> Path:
     """Safely extract a tar / tar.gz / tar.bz2 / tar.xz ``archive`` into ``target_dir``.
 
     The archive's top-level entries end up directly in ``target_dir`` (so PSR's archive gives
@@ -713,9 +1227,17 @@ def extract(archive: str | os.PathLike, target_dir: str | os.PathLike,
       or same sha256), nothing is done.  A marker whose archive has been deleted since still
       counts (to free disk space after extracting).  If an entry already exists without a
       matching marker, ExtractError is raised unless ``overwrite=True`` (then it is replaced).
+    * ``source`` (where the archive came from, :func:`read_source`) is kept in the marker.
+    * ``limits`` (default :class:`ExtractLimits()`) caps the total size, the number of members
+      and the compression ratio; the archive is refused when it goes past one.
+    * A member with the name of an earlier link of the archive is refused (it would be written
+      through the link).  Temporary folders left by a killed extraction into ``target_dir``
+      are removed first.
     """
     archive = Path(archive)
     target_dir = Path(target_dir)
+    limits = limits if limits is not None else ExtractLimits()
+    _remove_stale_temps(target_dir)
     info = read_marker(archive, target_dir)
     if info is not None:
         if not archive.exists():
@@ -734,23 +1256,27 @@ def extract(archive: str | os.PathLike, target_dir: str | os.PathLike,
         overwrite = True
     if not archive.is_file():
         raise ExtractError(archive, "no such file")
+    what = describe_file(archive)
+    if what is not None:
+        raise ExtractError(archive, f"not a tar, tar.gz, tar.bz2 or tar.xz archive: it is {what}",
+                           corrupt=True)
 
     target_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.extract-", dir=target_dir.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target_dir, "extract"), dir=target_dir.parent))
     try:
         os.chmod(tmp, DIR_MODE)  # it may become target_dir itself
         st = archive.stat()
         reader_file = open(archive, "rb")
         with reader_file:
             reader = _HashingReader(reader_file)
-            nmembers = _extract_stream(archive, reader, tmp)
+            nmembers = _extract_stream(archive, reader, tmp, limits)
             reader.drain()  # the bytes after the end-of-archive blocks count in the digest
         entries = sorted(os.listdir(tmp))
         if not entries:
-            raise ExtractError(archive, "the archive is empty")
+            raise ExtractError(archive, "the archive is empty", corrupt=True)
         marker = {"archive": archive.name, "size": reader.n, "sha256": reader.h.hexdigest(),
                   "mtime_ns": st.st_mtime_ns, "members": nmembers, "entries": entries,
-                  "extracted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                  "extracted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "source": source}
         _move_into_place(archive, tmp, target_dir, entries, marker, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -780,19 +1306,25 @@ def _decompressed(archive: Path, reader: _HashingReader):
     return reader
 
 
-def _extract_stream(archive: Path, reader: _HashingReader, root: Path) -> int:
+def _extract_stream(archive: Path, reader: _HashingReader, root: Path,
+                    limits: ExtractLimits) -> int:
     """Check and extract member by member in one sequential pass (no seeking, no second read
     of a 30 GB gzip stream).  Returns the number of members."""
     symlinks: set[str] = set()
+    links: set[str] = set()
+    budget = _Budget(archive, limits)
     n = 0
     try:
         stream = _decompressed(archive, reader)
+        if stream is not reader:
+            stream = _RatioGuard(stream, reader, archive, limits.max_ratio)
         with tarfile.open(fileobj=stream, mode="r|") as tf:
             for m in tf:
                 try:
-                    rel = _check_member(m, symlinks)
+                    rel = _check_member(m, symlinks, links)
                 except ValueError as exc:
                     raise ExtractError(archive, f"unsafe member: {exc}") from None
+                budget.admit(m)
                 n += 1
                 if rel == ".":
                     continue
@@ -818,9 +1350,9 @@ def _extract_stream(archive: Path, reader: _HashingReader, root: Path) -> int:
                                                       errno.EROFS):
             raise ExtractError(archive, f"cannot write: {exc}") from exc
         raise ExtractError(archive, f"corrupt or truncated archive "
-                                    f"({type(exc).__name__}: {exc})") from None
+                                    f"({type(exc).__name__}: {exc})", corrupt=True) from None
     if n == 0:
-        raise ExtractError(archive, "the archive is empty")
+        raise ExtractError(archive, "the archive is empty", corrupt=True)
     if symlinks:
         # order-independent final check: every symlink must resolve inside the extracted tree
         real_root = os.path.realpath(root)
@@ -847,7 +1379,7 @@ def _move_into_place(archive: Path, tmp: Path, target_dir: Path, entries: list[s
         raise ExtractError(archive, f"{', '.join(str(target_dir / c) for c in clashes)} already "
                                     f"exist(s) without a matching completion marker: remove "
                                     f"them (or pass overwrite=True / --overwrite)")
-    trash = Path(tempfile.mkdtemp(prefix=f".{target_dir.name}.old-", dir=target_dir.parent))
+    trash = Path(tempfile.mkdtemp(prefix=_temp_prefix(target_dir, "old"), dir=target_dir.parent))
     try:
         for c in clashes:
             os.rename(target_dir / c, trash / c)
@@ -867,11 +1399,17 @@ def fetch_task(task: str, out: str | os.PathLike, base_url: str | None = None,
                archive_dir: str | os.PathLike | None = None,
                checksums: Mapping[str, str] | None = None, retries: int = 5,
                backoff: float = 1.0, timeout: float = 60, progress: bool = True,
-               keep_archives: bool = True, overwrite: bool = False) -> list[Path]:
+               keep_archives: bool = True, overwrite: bool = False,
+               allowed_hosts: Sequence[str] = (), stall_window: float = DEFAULT_STALL_WINDOW,
+               min_speed: float = DEFAULT_MIN_SPEED,
+               attempt_deadline: float = DEFAULT_ATTEMPT_DEADLINE,
+               limits: ExtractLimits | None = None) -> list[Path]:
     """Download and extract every archive of ``task`` into ``out``; returns the archive paths.
 
     Archives go to ``archive_dir`` (default ``out/archives``).  An archive whose extraction
-    marker is already in ``out`` is neither downloaded nor extracted again.
+    marker is already in ``out`` is neither downloaded nor extracted again.  An archive that
+    turns out to be corrupt (truncated, not an archive) is deleted, so the next run fetches it
+    again instead of failing on the same file.
     """
     table = all_archives()
     if task not in table:
@@ -890,14 +1428,35 @@ def fetch_task(task: str, out: str | os.PathLike, base_url: str | None = None,
         url = a.url(base)
         log.info("%s: %s -> %s (about %s)", task, url, path, _human(a.approx_size))
         download(url, path, expected_size=a.size, checksum=resolve_checksum(a, checksums),
-                 retries=retries, backoff=backoff, timeout=timeout, progress=progress)
-        extract(path, out, overwrite=overwrite)
+                 retries=retries, backoff=backoff, timeout=timeout, progress=progress,
+                 expect_archive=True, allowed_hosts=allowed_hosts, stall_window=stall_window,
+                 min_speed=min_speed, attempt_deadline=attempt_deadline)
+        source = read_source(path)
+        if source is not None:
+            log.info("%s came from %s (host %s)", a.filename, source.get("final_url"),
+                     source.get("host"))
+        _extract_or_discard(path, out, overwrite, source, limits)
         if a.extracts_to and not (out / a.extracts_to).exists():
             log.warning("%s did not contain the expected top-level folder %r", a.filename,
                         a.extracts_to)
         if not keep_archives:
             path.unlink()
+            source_path(path).unlink(missing_ok=True)
     return paths
+
+
+def _extract_or_discard(path: Path, out: Path, overwrite: bool, source: dict | None,
+                        limits: ExtractLimits | None) -> None:
+    """:func:`extract`; a corrupt archive is deleted (the next run downloads it again)."""
+    try:
+        extract(path, out, overwrite=overwrite, source=source, limits=limits)
+    except ExtractError as exc:
+        if not exc.corrupt:
+            raise  # unsafe or too large: fetching it again would not help
+        path.unlink(missing_ok=True)
+        source_path(path).unlink(missing_ok=True)
+        raise ExtractError(path, f"{exc.reason}; the archive was deleted, so the next run "
+                                 f"downloads it again", corrupt=True) from None
 
 
 def _human(n: int | None) -> str:
@@ -952,6 +1511,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=5)
     p.add_argument("--backoff", type=float, default=1.0, help="first back-off in seconds")
     p.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")
+    p.add_argument("--stall-window", type=float, default=DEFAULT_STALL_WINDOW, metavar="SECONDS",
+                   help="an attempt receiving less than --min-speed x SECONDS bytes in a window "
+                        "of SECONDS is ended and retried (0: no stall check)")
+    p.add_argument("--min-speed", type=float, default=DEFAULT_MIN_SPEED, metavar="BYTES_PER_S",
+                   help="see --stall-window (default: %(default)g)")
+    p.add_argument("--attempt-deadline", type=float, default=DEFAULT_ATTEMPT_DEADLINE,
+                   metavar="SECONDS", help="one attempt ends after SECONDS and is resumed with a "
+                                           "Range request (0: no deadline)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="HOST",
+                   help="download only from these hosts, redirects included (repeatable; "
+                        "'*.example.org' matches its subdomains; default: any host)")
+    p.add_argument("--allowed-hosts-json", default=None, metavar="JSON",
+                   help="the same as a JSON list of hosts (what the workflow passes)")
+    p.add_argument("--max-extract-bytes", type=int, default=DEFAULT_MAX_EXTRACT_BYTES,
+                   metavar="BYTES", help="refuse an archive whose files add up to more "
+                                         "(default: %(default)d)")
+    p.add_argument("--max-members", type=int, default=DEFAULT_MAX_MEMBERS, metavar="N",
+                   help="refuse an archive with more members (default: %(default)d)")
+    p.add_argument("--max-ratio", type=float, default=DEFAULT_MAX_RATIO, metavar="R",
+                   help="refuse an archive expanding more than R times its compressed size "
+                        "(default: %(default)g)")
     p.add_argument("--remove-archives", action="store_true",
                    help="delete each archive after a successful extraction")
     p.add_argument("--overwrite", action="store_true",
@@ -977,6 +1557,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.task or not args.out:
         build_parser().error("--task and --out are required (or --list)")
     try:
+        limits = ExtractLimits(args.max_extract_bytes, args.max_members, args.max_ratio)
         checksums: dict[str, str] = {}
         cfile = args.checksums_file or os.environ.get(CHECKSUMS_ENV)
         if cfile:
@@ -987,6 +1568,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError("--checksums-json must be a JSON object")
             checksums.update(_parse_checksum_args([f"{k}={v}" for k, v in given.items()], args.task))
         checksums.update(_parse_checksum_args(args.checksum, args.task))
+        allowed = list(args.allowed_host)
+        if args.allowed_hosts_json:
+            hosts = json.loads(args.allowed_hosts_json)
+            if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+                raise ValueError("--allowed-hosts-json must be a JSON list of host names")
+            allowed += hosts
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -994,7 +1581,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         fetch_task(args.task, args.out, base_url=base, archive_dir=args.archive_dir,
                    checksums=checksums, retries=args.retries, backoff=args.backoff,
                    timeout=args.timeout, progress=not args.no_progress,
-                   keep_archives=not args.remove_archives, overwrite=args.overwrite)
+                   keep_archives=not args.remove_archives, overwrite=args.overwrite,
+                   allowed_hosts=allowed, stall_window=args.stall_window,
+                   min_speed=args.min_speed, attempt_deadline=args.attempt_deadline,
+                   limits=limits)
     except (DownloadError, ExtractError) as exc:
         log.error("%s", exc)
         return 1

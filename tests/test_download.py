@@ -102,9 +102,11 @@ def serve(monkeypatch):
         s.close()
 
 
-def send_bytes(h, data: bytes, honor_range=True, cut_at=None, stall=None):
+def send_bytes(h, data: bytes, honor_range=True, cut_at=None, stall=None,
+               content_type="application/octet-stream", send_length=True):
     """Answer like a file server.  ``cut_at``: announce the full Content-Length but send only
-    that many body bytes, then close.  ``stall``: (after N bytes, event) wait before the rest."""
+    that many body bytes, then close.  ``stall``: (after N bytes, event) wait before the rest.
+    ``send_length=False``: no Content-Length, the body ends when the connection closes."""
     start = 0
     m = re.fullmatch(r"bytes=(\d+)-", h.headers.get("Range", ""))
     if honor_range and m:
@@ -120,8 +122,9 @@ def send_bytes(h, data: bytes, honor_range=True, cut_at=None, stall=None):
     else:
         h.send_response(200)
     body = data[start:]
-    h.send_header("Content-Length", str(len(body)))
-    h.send_header("Content-Type", "application/octet-stream")
+    if send_length:
+        h.send_header("Content-Length", str(len(body)))
+    h.send_header("Content-Type", content_type)
     h.end_headers()
     try:
         if stall is not None:
@@ -472,6 +475,8 @@ def filter_mode(request, monkeypatch):
 
 
 def leftovers(parent: Path):
+    if not parent.exists():  # a file that is not an archive is refused before anything is made
+        return []
     return sorted(p.name for p in parent.iterdir() if ".extract-" in p.name or ".old-" in p.name)
 
 

@@ -13,6 +13,11 @@ On-disk format, as written by ``atom3d.datasets.make_lmdb_dataset`` (atom3d 0.2.
   ``types`` entry is ``str(pd.DataFrame)``. We do the same, and also restore pandas
   Series (stored as ``{name, index, data}``) which atom3d itself leaves as dicts.
 
+The header is checked whenever an LMDB is read: ``num_examples`` must be a whole number
+matching the record keys (``n - 1`` present, ``n`` absent) and ``serialization_format`` json or
+msgpack; otherwise ``RecordError`` names the file and the problem (a wrong header would
+otherwise read nothing, or count the missing records as undecodable).
+
 Like atom3d's ``LMDBDataset`` we fill in ``id`` (``str(index)``) and ``file_path`` (the LMDB
 path) when a record lacks them; in addition every record gets ``_lmdb`` (the LMDB path)
 and ``_index`` so that errors can name their source.
@@ -27,6 +32,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import zlib
 from pathlib import Path
 from typing import Iterator
@@ -74,12 +80,55 @@ def close_all() -> None:
         _ENVS.pop(key)
 
 
+#: the keys atom3d's writer stores beside the records
+_HEADER_KEYS = (b"num_examples", b"serialization_format", b"id_to_idx")
+#: serialisation formats we decode ('pkl' would run code from the data file)
+_FORMATS = ("json", "msgpack")
+
+
 def _header(txn, path) -> tuple[int, str]:
-    n = txn.get(b"num_examples")
-    fmt = txn.get(b"serialization_format")
-    if n is None:
+    """``(num_examples, serialization_format)``, checked; RecordError naming ``path`` if wrong."""
+    raw = txn.get(b"num_examples")
+    if raw is None:
         raise RecordError(f"{path}: not an ATOM3D LMDB (no 'num_examples' key)", path=str(path))
-    return int(n), (fmt.decode() if fmt is not None else "json")
+    n = _parse_count(raw, path)
+    fmt = _parse_format(txn.get(b"serialization_format"), path)
+    _check_count(txn, path, n)
+    return n, fmt
+
+
+def _parse_count(raw: bytes, path) -> int:
+    text = raw.decode("ascii", errors="replace").strip()
+    if not re.fullmatch(r"[0-9]+", text):
+        raise RecordError(f"{path}: bad header: num_examples is {raw!r}, not a whole number >= 0",
+                          path=str(path))
+    return int(text)
+
+
+def _parse_format(raw: bytes | None, path) -> str:
+    if raw is None:
+        return "json"  # atom3d's default
+    fmt = raw.decode("ascii", errors="replace").strip()
+    if fmt not in _FORMATS:
+        raise RecordError(f"{path}: bad header: serialization_format {raw!r} is not one of "
+                          f"{', '.join(_FORMATS)}", path=str(path))
+    return fmt
+
+
+def _check_count(txn, path, n: int) -> None:
+    """The records are keys ``0 .. n-1``: the last must exist and the next must not."""
+    last_missing = n > 0 and txn.get(str(n - 1).encode()) is None
+    next_present = txn.get(str(n).encode()) is not None
+    if last_missing or next_present:
+        held = _record_entries(txn, path)
+        raise RecordError(f"{path}: bad header: num_examples is {n} but the file holds {held} "
+                          f"record entries (a truncated file or a wrong header)", path=str(path))
+
+
+def _record_entries(txn, path) -> int:
+    """Entries of the LMDB that are not header keys (its records, readable or not)."""
+    entries = open_env(path).stat()["entries"]
+    return entries - sum(txn.get(key) is not None for key in _HEADER_KEYS)
 
 
 def num_records(path: str | os.PathLike) -> int:

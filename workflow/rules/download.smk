@@ -20,9 +20,19 @@ for _dataset, _archives in ARCHIVES.items():
             retries=config["download"]["retries"],
             checksums=json.dumps({a.filename: config["download"]["checksums"][a.filename]
                                   for a in _archives if a.filename in config["download"].get("checksums", {})}),
+            allowed_hosts=json.dumps(config["download"].get("allowed_hosts", [])),
+            stall_window=config["download"]["stall_window"],
+            min_speed=config["download"]["min_speed"],
+            attempt_deadline=config["download"]["attempt_deadline"],
+            max_extract_bytes=config["download"]["max_extract_bytes"],
+            max_members=config["download"]["max_members"],
+            max_ratio=config["download"]["max_ratio"],
             out=lambda wildcards, output: Path(output[0]).parent,
             archives=f"{RESOURCES}/archives",
         shell:
             "python -m preprocess.download --task {params.dataset:q} --out {params.out:q}"
             " --archive-dir {params.archives:q} --base-url {params.base_url:q} --retries {params.retries:q}"
-            " --checksums-json {params.checksums:q} --overwrite --no-progress > {log:q} 2>&1"
+            " --checksums-json {params.checksums:q} --allowed-hosts-json {params.allowed_hosts:q}"
+            " --stall-window {params.stall_window:q} --min-speed {params.min_speed:q}"
+            " --attempt-deadline {params.attempt_deadline:q} --max-extract-bytes {params.max_extract_bytes:q}"
+            " --max-members {params.max_members:q} --max-ratio {params.max_ratio:q} --overwrite --no-progress > {log:q} 2>&1"
