@@ -1,8 +1,11 @@
 # EQGAT workflow: data -> radius graphs (HDF5 shards) -> train/evaluate per (task, model, seed) -> results table.
-# Thin entry point: configuration and rules live in workflow/.
+# Thin entry point: configuration and rules live in workflow/; `snakemake --report report.html`
+# gives the HTML report.
 
 configfile: "config/config.yaml"
 
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -11,9 +14,10 @@ include: "workflow/rules/download.smk"
 include: "workflow/rules/graphs.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/predict.smk"
 
 
 rule all:
     input:
-        rules.aggregate.output,
+        all_outputs(),
     default_target: True

@@ -1,5 +1,5 @@
-"""Collect per-run metrics into one results table beside the paper's numbers, and plot
-learning curves."""
+"""Collect per-run metrics into one results table beside the paper's numbers (and the learning
+curves, :mod:`eqgat.plots`)."""
 from __future__ import annotations
 
 import csv
@@ -12,9 +12,11 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from eqgat.plots import plot_learning_curves
 from eqgat.paper import MODEL_LABELS, PAPER_RESULTS, paper_param_count, paper_value
 from eqgat.tasks import get_task
-from preprocess.atomic import atomic_path, write_text_atomic
+from eqgat.tasks.spec import Metric
+from preprocess.atomic import write_text_atomic
 
 CSV_COLUMNS = ("task", "model", "metric", "direction", "n_runs", "seeds", "mean", "std", "paper_mean", "paper_std", "num_parameters", "paper_num_parameters")
 
@@ -33,6 +35,14 @@ def load_runs(metric_files: Iterable[str | Path]) -> list[dict[str, Any]]:
     return runs
 
 
+def table_metrics(task_name: str, run: dict[str, Any]) -> tuple[Metric, ...]:
+    """The table's metrics of a task as its evaluation recorded them (a configured task, e.g.
+    users' structures, has its own), else as the task declares them."""
+    if "table_metrics" in run and "directions" in run:
+        return tuple(Metric(name, run["directions"][name] == "higher", True) for name in run["table_metrics"])
+    return get_task(task_name).table_metrics
+
+
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (task, model, metric) with mean ± std over seeds and the paper's value."""
     grouped: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -40,8 +50,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         grouped[(run["task"], run["model"])].append(run)
     rows = []
     for (task_name, model), group in sorted(grouped.items()):
-        task = get_task(task_name)
-        for metric in task.table_metrics:
+        for metric in table_metrics(task_name, group[0]):
             values = [r["test"][metric.name] for r in group]
             mean, std = mean_std(values)
             paper = paper_value(task_name, model, metric.name)
@@ -72,8 +81,9 @@ def markdown_table(rows: list[dict[str, Any]], notes: dict[str, str] | None = No
         by_task[row["task"]].append(row)
     for task_name, task_rows in by_task.items():
         task = get_task(task_name)
-        labelled = [f"{m.name} {m.arrow}" for m in task.table_metrics]
-        metrics = [m.name for m in task.table_metrics]
+        directions = dict.fromkeys((r["metric"], r["direction"]) for r in task_rows)
+        metrics = [name for name, _ in directions]
+        labelled = [f"{name} {'↑' if d == 'higher' else '↓'}" for name, d in directions]
         out += [f"## {task_name}: {task.title} ({', '.join(labelled)})", ""]
         if notes and task_name in notes:
             out += [notes[task_name], ""]
@@ -108,36 +118,6 @@ def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
     for row in rows:
         writer.writerow({k: ("" if row[k] is None else row[k]) for k in CSV_COLUMNS})
     write_text_atomic(path, buf.getvalue())
-
-
-def plot_learning_curves(log_files: dict[tuple[str, str, int], str | Path], path: str | Path) -> None:
-    """Validation (solid) and training (dotted) loss per epoch, one panel per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = sorted({task for task, _, _ in log_files})
-    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(6 * max(len(tasks), 1), 4.2), squeeze=False)
-    colours: dict[str, Any] = {}
-    for (task, model, seed), log_path in sorted(log_files.items()):
-        ax = axes[0, tasks.index(task)]
-        with open(log_path) as fh:
-            rows = list(csv.DictReader(fh))
-        epochs = [int(r["epoch"]) for r in rows]
-        colour = colours.setdefault(model, f"C{len(colours) % 10}")
-        marker = "osD^v<>p*h"[seed % 10]  # one colour per model, one marker per seed
-        ax.plot(epochs, [float(r["val_loss"]) for r in rows], color=colour, marker=marker, markersize=4, label=f"{model} seed {seed} (val)")
-        ax.plot(epochs, [float(r["train_loss"]) for r in rows], color=colour, marker=marker, markersize=3, linestyle=":", alpha=0.6)
-        ax.set_title(f"{task}: loss per epoch (dotted: train)")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss (the run's training loss)")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
 
 
 def aggregate(metric_files: list[str], log_files: dict[tuple[str, str, int], str], out_md: str, out_csv: str, out_png: str, notes: dict[str, str] | None = None) -> list[dict[str, Any]]:

@@ -1,5 +1,5 @@
 """Command-line entry points used by the workflow rules:
-``python -m eqgat {train,evaluate,aggregate,params}``.
+``python -m eqgat {train,evaluate,aggregate,plot-test,predict,params}``.
 
 A task's settings are its paper protocol (:mod:`eqgat.tasks`) with the config section given as
 ``--section JSON`` laid over it; a few flags override single training settings.
@@ -92,6 +92,22 @@ def skipped_summary(data_dir: Path, split: str) -> str:
     return f"{report.get('total', sum(counts.values()))} skipped: {detail}"
 
 
+def label_names(attrs: dict[str, Any]) -> list[str]:
+    """The label or class names the graphs were built with (manifest attribute)."""
+    names = attrs.get("label_names", "[]")
+    return json.loads(names) if isinstance(names, str) and names.startswith("[") else []
+
+
+def reading_settings(task, section: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
+    """How the training structures were read, for ``best.pt`` (``eqgat predict`` reads files so)."""
+    from preprocess.elements import ELEMENTS
+
+    max_neighbors = int(attrs.get("max_neighbors", -1))
+    return {"task": task.name, "cutoff": float(attrs["cutoff"]), "max_neighbors": None if max_neighbors < 0 else max_neighbors,
+            "label_kind": task.label.kind, "label_names": list(task.label.names),
+            "reader": {k: section[k] for k in task.reader_options if k in section}, "elements": list(ELEMENTS)}
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from eqgat.device import select_device
     from eqgat.models import build_model, task_model_hparams
@@ -101,9 +117,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     from eqgat.train.loop import TrainSettings, seed_everything, train
 
     torch.set_num_threads(args.threads)
-    task = get_task(args.task)
-    section = effective_section(task, args.section, args)
-    manifest, attrs = graphs_info(args.data, task)
+    base = get_task(args.task)
+    section = effective_section(base, args.section, args)
+    manifest, attrs = graphs_info(args.data, base)
+    task = base.for_section(section, label_names(attrs))
     cutoff = check_cutoff(section, attrs, manifest)
     overrides = {**section["model"]["overrides"].get(args.model, {}), **json.loads(args.hparams)}
     spec = {"name": args.model, "hparams": task_model_hparams(task, args.model, cutoff, overrides)}
@@ -118,7 +135,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     # the data a run sees: the graphs and the task's own data settings (e.g. PPI pair sampling)
     data = fingerprint(file_digest(manifest), {k: v for k, v in section.items() if k not in ("model", "train")})
     train(model, spec, task, train_set, val_set, settings, args.out, device, data_fingerprint=data,
-          progress=not args.no_progress, code_version=code_version("train", task.name))
+          progress=not args.no_progress, code_version=code_version("train", task.name),
+          checkpoint_data=reading_settings(task, section, attrs))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -127,9 +145,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from eqgat.train.evaluate import evaluate
 
     torch.set_num_threads(args.threads)
-    task = get_task(args.task)
-    section = effective_section(task, args.section)
-    manifest, _ = graphs_info(args.data, task)
+    base = get_task(args.task)
+    section = effective_section(base, args.section)
+    manifest, attrs = graphs_info(args.data, base)
+    task = base.for_section(section, label_names(attrs))
     splits = {split: split_dataset(task, manifest, split, section, args.seed) for split in args.splits}
     result = evaluate(args.checkpoint, task, splits, args.batch_size or section["train"]["batch_size"],
                       select_device(args.device), args.out, args.predictions, extra={"seed": args.seed})
@@ -147,6 +166,24 @@ def cmd_aggregate(args: argparse.Namespace) -> None:
     notes = json.loads(args.notes) if args.notes else None
     rows = aggregate(args.metrics, logs, args.out_md, args.out_csv, args.out_png, notes)
     log.info("aggregated %d runs into %d table rows", len(args.metrics), len(rows))
+
+
+def cmd_plot_test(args: argparse.Namespace) -> None:
+    from eqgat.plots import plot_test_predictions
+
+    plot_test_predictions(args.metrics, args.out)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from eqgat.device import select_device
+    from eqgat.predict import expand, predict_files
+
+    torch.set_num_threads(args.threads)
+    files = expand(args.files)
+    if not files:
+        raise ValueError("no structure files to score")
+    predict_files(args.checkpoint, files, args.out, select_device(args.device), batch_size=args.batch_size,
+                  ligand_resname=args.ligand_resname or None, pocket_radius=args.pocket_radius, progress=not args.no_progress)
 
 
 def cmd_params(args: argparse.Namespace) -> None:
@@ -206,6 +243,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-png", required=True)
     p.set_defaults(func=cmd_aggregate)
 
+    p = sub.add_parser("plot-test", help="a task's test predictions: predicted vs true, ROC curves or confusion matrices")
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json of the runs (test_predictions.csv beside each)")
+    p.add_argument("--out", required=True, help="PNG")
+    p.set_defaults(func=cmd_plot_test)
+
+    p = sub.add_parser("predict", help="score new PDB / mmCIF files with a trained model (best.pt)")
+    p.add_argument("--checkpoint", required=True, help="best.pt of a structures, lba, psr or rsr run")
+    p.add_argument("--out", required=True, help="CSV: file,prediction[,prob_<class>...],error")
+    p.add_argument("files", nargs="+", help="structure files (.pdb .ent .cif .mmcif, optionally .gz) or folders")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--ligand-resname", default=None, help="LBA models: the ligand's residue name (e.g. LIG)")
+    p.add_argument("--pocket-radius", type=float, default=6.0,
+                   help="LBA models: residues with an atom this close to the ligand form the pocket (Å)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("params", help="parameter counts of the models the paper configuration trains")
     p.add_argument("--model", nargs="+", default=["eqgat"], choices=list(MODELS), help="registered model names")
     p.set_defaults(func=cmd_params)
@@ -219,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError, CheckpointError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError, CheckpointError, KeyError, OSError) as exc:
         log.error("%s", exc)
         return 1
     return 0

@@ -169,3 +169,37 @@ def ranking_metrics(pred: np.ndarray, target: np.ndarray, groups: Sequence[str],
         out[f"global_{name}"] = fn(pred, target)
     out["per_target_used"], out["per_target_skipped"] = used, skipped
     return out
+
+
+def balanced_accuracy(logits_or_labels: np.ndarray, target: np.ndarray) -> float:
+    """Mean over the classes present in `target` of the fraction predicted right (recall)."""
+    pred = np.asarray(logits_or_labels)
+    if pred.ndim == 2:
+        pred = pred.argmax(axis=1)
+    target = np.asarray(target).reshape(-1)
+    if len(target) == 0:
+        return float("nan")
+    return float(np.mean([np.mean(pred[target == c] == c) for c in np.unique(target)]))
+
+
+def roc_curve(score: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct score threshold (from (0, 0) to (1, 1))."""
+    score = np.asarray(score, dtype=np.float64).ravel()
+    label = np.asarray(label).ravel().astype(bool)
+    order = np.argsort(-score, kind="mergesort")
+    score, label = score[order], label[order]
+    last_of_threshold = np.concatenate((score[1:] != score[:-1], [True]))
+    tp = np.cumsum(label)[last_of_threshold]
+    fp = np.cumsum(~label)[last_of_threshold]
+    n_pos, n_neg = max(int(label.sum()), 1), max(int((~label).sum()), 1)
+    return np.concatenate(([0.0], fp / n_neg)), np.concatenate(([0.0], tp / n_pos))
+
+
+def confusion_matrix(logits_or_labels: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts [true class, predicted class]."""
+    pred = np.asarray(logits_or_labels)
+    if pred.ndim == 2:
+        pred = pred.argmax(axis=1)
+    out = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(out, (np.asarray(target).reshape(-1).astype(np.int64), pred.astype(np.int64)), 1)
+    return out

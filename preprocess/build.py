@@ -155,7 +155,7 @@ def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], G
                  out_dir, attrs: Mapping, workers: int = 1, scheduler: str | None = None,
                  threads: int = 1, progress: bool = True,
                  compression: str | None = None, desc: str = "shards",
-                 slurm: Mapping | None = None) -> dict:
+                 slurm: Mapping | None = None, splits: Sequence[str] = ()) -> dict:
     """Run every task, then write ``out_dir/manifest.json`` (atomically, last).
 
     * ``scheduler`` given: connect to that Dask scheduler address (its workers run tasks with
@@ -167,7 +167,8 @@ def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], G
 
     An existing manifest is removed first (a failed build leaves no manifest); shard files
     of an earlier build that the new manifest does not list are deleted at the end.
-    Returns the manifest dict.
+    `splits` are listed in the manifest even when they have no shard (an empty split is then
+    an error where it is used, naming the split, not a missing key). Returns the manifest dict.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -200,7 +201,7 @@ def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], G
     order = {s: i for i, s in enumerate(SPLIT_ORDER)}
     results.sort(key=lambda m: (order.get(m["split"], len(order)), m["split"], m["index"]))
     _remove_stale_shards(out_dir, {m["path"] for m in results})
-    manifest = write_manifest(manifest_path, results, task=attrs.get("task"), attrs=attrs)
+    manifest = write_manifest(manifest_path, results, task=attrs.get("task"), attrs=attrs, splits=splits)
     log.info("wrote %s: %s", manifest_path,
              ", ".join(f"{k}={v['num_graphs']}" for k, v in manifest["splits"].items()))
     return manifest

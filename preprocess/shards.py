@@ -502,7 +502,7 @@ _SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
 
 
 def write_manifest(path, shards: list[dict], task: str | None = None,
-                   attrs: Mapping | None = None, sha256: bool = False) -> dict:
+                   attrs: Mapping | None = None, sha256: bool = False, splits: Sequence[str] = ()) -> dict:
     """Write the JSON manifest of a shard directory atomically and return it.
 
     ``shards``: one dict per shard file with at least ``split``, ``path`` (absolute, or
@@ -517,7 +517,7 @@ def write_manifest(path, shards: list[dict], task: str | None = None,
     task = task if task is not None else attrs.get("task")
     if task is None:
         raise ValueError("write_manifest: task is required")
-    splits: dict = {}
+    listed: dict = {str(name): [] for name in splits}
     for s in shards:
         p = Path(s["path"])
         abs_p = p if p.is_absolute() else root / p
@@ -535,8 +535,8 @@ def write_manifest(path, shards: list[dict], task: str | None = None,
             entry["sha256"] = s["sha256"]
         elif sha256:
             entry["sha256"] = sha256_file(abs_p)
-        splits.setdefault(str(s["split"]), []).append(entry)
-    ordered = dict(sorted(splits.items(), key=lambda kv: (_SPLIT_ORDER.get(kv[0], 99), kv[0])))
+        listed.setdefault(str(s["split"]), []).append(entry)
+    ordered = dict(sorted(listed.items(), key=lambda kv: (_SPLIT_ORDER.get(kv[0], 99), kv[0])))
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "shard_format_version": FORMAT_VERSION,

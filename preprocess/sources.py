@@ -6,7 +6,8 @@ shard task. A task declaration (:mod:`eqgat.tasks`) names its source; the task's
 turns each record into samples.
 
 * :class:`LmdbSplits`: ATOM3D's ``<layout>/data/{train,val,test}`` LMDBs (LBA, PSR, RSR, PPI);
-* :class:`IndexedLmdb`: one raw LMDB plus ``indices/{split}_indices.txt`` (RES).
+* :class:`IndexedLmdb`: one raw LMDB plus ``indices/{split}_indices.txt`` (RES);
+* :class:`StructureFolder`: users' PDB / mmCIF files with a labels CSV (the ``structures`` task).
 
 The Triangle task is generated, not downloaded (:mod:`preprocess.triangle`).
 """
@@ -23,7 +24,7 @@ from .download import Archive
 from .readers.lmdb_records import iter_records, num_records
 from .readers.report import SkipReport
 
-__all__ = ["SPLITS", "Downloaded", "IndexedLmdb", "LmdbSplits"]
+__all__ = ["SPLITS", "Downloaded", "IndexedLmdb", "LmdbSplits", "StructureFolder"]
 
 SPLITS = ("train", "val", "test")
 
@@ -122,3 +123,44 @@ class IndexedLmdb(Downloaded):
                 payload = {"lmdb": str(lmdb), "indices": idx[start:start + shard_size]}
                 tasks.append(ShardTask(split, k, shard_relpath(split, k), payload))
         return tasks
+
+
+@dataclass(frozen=True)
+class StructureFolder:
+    """A folder of PDB / mmCIF files and a labels CSV (``file,label[,split]``;
+    :mod:`preprocess.readers.structures`). Planning scans the CSV once: it refuses names outside
+    the folder, counts skipped rows, assigns the seeded split where the CSV has none and writes
+    it to ``split.csv`` beside the shards; each shard task then carries its labelled files."""
+
+    kind = "folder"
+
+    def plan(self, location: str | Path, shard_size: int, options: Mapping[str, Any],
+             out_dir: str | Path) -> tuple[list[ShardTask], dict[str, Any], SkipReport]:
+        """Shard tasks, shard attributes (the classes) and the report of the CSV scan."""
+        import json
+
+        from .readers.structures import scan_labels, write_split_csv
+
+        _check_shard_size(shard_size)
+        if not options.get("labels"):
+            raise ValueError("the structures task needs `labels`, the CSV of file names and labels")
+        report = SkipReport()
+        kind = options.get("kind", "regression")
+        entries, classes = scan_labels(location, options["labels"], kind, int(options.get("split_seed", 0)),
+                                       bool(options.get("strict", False)), report)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        write_split_csv(Path(out_dir) / "split.csv", entries)
+        index = {c: i for i, c in enumerate(classes or [])}
+        tasks = []
+        for split in SPLITS:
+            records = [{"file": e.file, "path": str(e.path), "split": split,
+                        "y": float(e.label) if classes is None else index[str(e.label)]}
+                       for e in entries if e.split == split]
+            for k, start in enumerate(range(0, len(records), shard_size)):
+                tasks.append(ShardTask(split, k, shard_relpath(split, k), {"entries": records[start:start + shard_size]}))
+        attrs = {"label_names": json.dumps(classes if classes is not None else ["label"]),
+                 "labels_csv": str(Path(options["labels"]).resolve())}
+        return tasks, attrs, report
+
+    def records(self, payload: Mapping[str, Any], report: SkipReport, strict: bool) -> Iterator[tuple[int, dict]]:
+        yield from enumerate(payload["entries"])

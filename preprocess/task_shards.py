@@ -23,6 +23,7 @@ from .atomic import write_json_atomic
 from .build import ShardTask, block_from_arrays, build_shards
 from .readers import Sample
 from .readers.report import SkipReport
+from .build import SPLIT_ORDER
 from .shards import GraphBlock, ragged_from_lists
 
 __all__ = ["block_from_samples", "build_task_shards", "make_sample_block", "write_skip_report"]
@@ -114,12 +115,15 @@ def make_sample_block(shard: ShardTask, source, reader: Callable, fields: Sequen
     return block_from_samples(samples, fields, cutoff, max_neighbors), report.to_dict()
 
 
-def write_skip_report(out_dir: Path, manifest: dict) -> dict:
-    """Sum the per-shard skip reports into one per split (``skip_report.json``)."""
+def write_skip_report(out_dir: Path, manifest: dict, before: SkipReport | None = None) -> dict:
+    """Sum the per-shard skip reports into one per split (``skip_report.json``); `before` is
+    what the source skipped before splitting (e.g. rows of a labels CSV), under ``sources``."""
     summary = {}
     for split, info in manifest["splits"].items():
         total = SkipReport.merged(shard["skipped"] for shard in info["shards"] if shard.get("skipped"))
         summary[split] = {"num_graphs": info["num_graphs"], **total.to_dict()}
+    if before is not None:
+        summary["sources"] = before.to_dict()
     write_json_atomic(Path(out_dir) / "skip_report.json", summary)
     return summary
 
@@ -136,6 +140,7 @@ def build_task_shards(task, location, out_dir, cutoff: float, max_neighbors: int
     """
     options = dict(options or {})
     out_dir = Path(out_dir)
+    task = task.for_section(options)
     source = task.source
     attrs = {"task": task.name, "cutoff": float(cutoff),
              "max_neighbors": -1 if max_neighbors is None else int(max_neighbors),
@@ -151,9 +156,14 @@ def build_task_shards(task, location, out_dir, cutoff: float, max_neighbors: int
         make_block = functools.partial(make_sample_block, source=source, reader=task.reader, fields=task.fields,
                                        cutoff=float(cutoff) if task.edges_in_shards else None,
                                        max_neighbors=max_neighbors, strict=strict, options=reader_options)
-    shard_tasks = source.shard_tasks(location, shard_size, options)
+    before = None
+    if hasattr(source, "plan"):
+        shard_tasks, planned, before = source.plan(location, shard_size, options, out_dir)
+        attrs.update(planned)
+    else:
+        shard_tasks = source.shard_tasks(location, shard_size, options)
     manifest = build_shards(shard_tasks, make_block, out_dir, attrs, workers=workers, scheduler=scheduler,
                             threads=threads, progress=progress, compression=compression,
-                            desc=f"{task.name} shards", slurm=slurm)
-    write_skip_report(out_dir, manifest)
+                            desc=f"{task.name} shards", slurm=slurm, splits=SPLIT_ORDER)
+    write_skip_report(out_dir, manifest, before)
     return manifest

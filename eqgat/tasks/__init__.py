@@ -11,12 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from . import lba, ppi, psr, res, rsr, triangle
+from . import lba, ppi, psr, res, rsr, structures, triangle
 from .spec import TaskSpec
 
 __all__ = ["TASKS", "get_task", "task_module_file"]
 
-_MODULES: tuple[ModuleType, ...] = (triangle, lba, psr, rsr, res, ppi)
+_MODULES: tuple[ModuleType, ...] = (triangle, lba, psr, rsr, res, ppi, structures)
 
 TASKS: dict[str, TaskSpec] = {m.TASK.name: m.TASK for m in _MODULES}
 _FILES: dict[str, Path] = {m.TASK.name: Path(m.__file__) for m in _MODULES}

@@ -50,8 +50,10 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any] | None) -> dict[
 
 
 def task_section(task: TaskSpec, section: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The effective config section of a task: its paper protocol, overridden by `section`."""
-    return deep_merge(task.protocol, section)
+    """The effective config section of a task: its paper protocol (as the section configures
+    the task, e.g. a structures kind), overridden by `section`."""
+    configured = task.for_section(deep_merge(task.protocol, section))
+    return deep_merge(configured.protocol, section)
 
 
 def _section_schema(task: TaskSpec, model_names: list[str]) -> dict[str, Any]:
@@ -129,4 +131,8 @@ def validate_config(config: dict[str, Any], base_path: str | Path = SCHEMA_PATH)
         raise ValueError("invalid config:\n" + "\n".join(lines))
     for task in TASKS.values():
         config[task.name] = task_section(task, config.get(task.name))
+    missing = [f"{name}.{key}" for name in config["tasks"] for key in TASKS[name].required_options
+               if config[name].get(key) in (None, "")]
+    if missing:
+        raise ValueError(f"invalid config: set {', '.join(missing)} to run {', '.join(sorted({m.split('.')[0] for m in missing}))}")
     return config

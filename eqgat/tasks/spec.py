@@ -126,7 +126,11 @@ class TaskSpec:
     * ``dataset``: the training / evaluation view of a split (``None``: one graph per shard
       entry; PPI: residue pairs drawn per epoch), called as
       ``dataset(manifest_path, split, section, seed)``; ``edges_in_shards=False`` when that view
-      builds the graphs' edges itself (PPI: the neighbourhoods of the drawn residues).
+      builds the graphs' edges itself (PPI: the neighbourhoods of the drawn residues);
+    * ``configure``: for a task whose label depends on its config (users' structures: regression
+      or classes named in a CSV), ``configure(spec, section, label_names) -> TaskSpec`` gives
+      the task as a section configures it (:meth:`for_section`); ``required_options`` are keys
+      a config must set when it runs the task.
     """
 
     name: str
@@ -144,8 +148,10 @@ class TaskSpec:
     model_presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     options_schema: Mapping[str, Any] = field(default_factory=dict)
     reader_options: tuple[str, ...] = ()
+    required_options: tuple[str, ...] = ()
     dataset: Callable[..., Any] | None = None
     edges_in_shards: bool = True
+    configure: Callable[..., TaskSpec] | None = None
 
     def __post_init__(self) -> None:
         # the protocol states the loss and the selection metric even where they are the defaults
@@ -165,6 +171,10 @@ class TaskSpec:
             raise ValueError(f"{self.name}: selection {selection!r} is not 'loss' or a declared metric")
         if train["loss"] not in self.loss_names:
             raise ValueError(f"{self.name}: the protocol's loss is not among the declared losses")
+
+    def for_section(self, section: Mapping[str, Any], label_names: Sequence[str] | None = None) -> TaskSpec:
+        """The task as a config section (and, where the data name them, its classes) configure it."""
+        return self if self.configure is None else self.configure(self, section, label_names)
 
     # -- derived facts ---------------------------------------------------------------------------
     @property

@@ -64,6 +64,8 @@ def evaluate(
         "selection": saved.get("selection", "loss"),
         "num_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "directions": {m.name: m.direction for m in task.metrics},
+        "table_metrics": [m.name for m in task.table_metrics],
+        "label_kind": task.label.kind, "label_names": list(task.label.names),
         **(extra or {}),
     }
     for split, dataset in splits.items():

@@ -218,13 +218,16 @@ def train(
     data_fingerprint: str = "",
     progress: bool = True,
     code_version: str = "",
+    checkpoint_data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train `model` (already built with the run's seed) for a task
     (:class:`~eqgat.tasks.spec.TaskSpec`), keeping the weights of the epoch with the best
     validation ``settings.selection`` (the loss, or a task metric in its own direction), which
     also drives the LR plateau. Resumes from the last epoch checkpoint of the same run: same
     settings, model, task, data (`data_fingerprint`) and training code (`code_version`).
-    A train set with a ``set_epoch`` method (PPI pairs) is told each epoch. Returns the summary."""
+    A train set with a ``set_epoch`` method (PPI pairs) is told each epoch. `checkpoint_data`
+    (how the structures were read: task, cutoff, classes, ...) goes into ``best.pt`` under
+    ``data``, so that the model can score new files. Returns the summary."""
     if settings.loss not in task.loss_names:
         raise ValueError(f"task {task.name} has no loss {settings.loss!r}; it declares {list(task.loss_names)}")
     if settings.selection not in task.selection_choices:
@@ -296,7 +299,8 @@ def train(
                            f"no best checkpoint in {paths.run_dir}")
     save_checkpoint(paths.best, {"model": state["best_model"], "model_spec": model_spec, "task": task.name,
                                  "loss": settings.loss, "epoch": state["best_epoch"], "selection": settings.selection,
-                                 "val_selection": state["best_value"], "run_id": run_id})
+                                 "val_selection": state["best_value"], "run_id": run_id,
+                                 "data": dict(checkpoint_data or {})})
     write_log_csv(paths.log_csv, state["log"])
     summary = {
         "run_id": run_id, "epochs": settings.epochs, "best_epoch": state["best_epoch"], "selection": settings.selection,

@@ -32,7 +32,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Union
+from typing import Iterator, Union
 
 import gemmi
 import numpy as np
@@ -40,7 +40,7 @@ import numpy as np
 from preprocess.atomic import write_text_atomic
 from preprocess.elements import OTHER_INDEX, element_index
 
-from . import RecordError, SkipSample
+from . import RecordError, Sample, SkipSample
 from .report import (
     ALTLOC_DROPPED, EMPTY_ATOMS, INVALID_LABEL, MISSING_FILE, MISSING_LABEL, NAN_COORDINATES,
     UNLABELLED_FILE, UNPARSEABLE, UNSUPPORTED_FORMAT, SkipReport,
@@ -504,6 +504,18 @@ def scan_labels(folder: str | os.PathLike, labels_csv: str | os.PathLike, kind: 
     return entries, classes
 
 
+def samples(entry: dict, index: int, strict: bool = False, report: SkipReport | None = None,
+            hydrogens: str = "drop", waters: str = "drop") -> Iterator[Sample]:
+    """The sample of one labelled structure (a record of :class:`preprocess.sources.StructureFolder`:
+    ``file``, ``path``, ``split`` and ``y``, the float label or the class index)."""
+    e = Entry(file=entry["file"], path=Path(entry["path"]), label=entry["y"], split=entry["split"])
+    atoms = read_entry(e, StructureOptions(hydrogens, waters), strict, report)
+    if atoms is not None:
+        y = entry["y"]
+        y = np.array([y], dtype=np.float32) if isinstance(y, float) else int(y)
+        yield Sample(id=e.file, pos=atoms.pos, z=atoms.z, y=y, fields={"file": e.file})
+
+
 def _count_unlabelled(root: Path, listed: set[Path], report: SkipReport | None) -> None:
     """Count the structure files under ``root`` that no CSV row names (they are not used)."""
     if report is None:
@@ -515,5 +527,6 @@ def _count_unlabelled(root: Path, listed: set[Path], report: SkipReport | None) 
 
 __all__ = [
     "Entry", "LabelsError", "StructureAtoms", "StructureOptions", "read_entry", "read_labels_csv",
-    "read_structure", "scan_labels", "seeded_split", "split_sizes", "structure_format", "write_split_csv",
+    "read_structure", "samples", "scan_labels", "seeded_split", "split_sizes", "structure_format",
+    "write_split_csv",
 ]

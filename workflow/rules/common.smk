@@ -49,6 +49,26 @@ def all_metrics():
     ]
 
 
+def task_metrics(task):
+    return [f"{run_dir(task, model, seed)}/metrics.json" for model in config["models"] for seed in config["seeds"]]
+
+
+def all_outputs():
+    """What `all` makes: the table and curves, each task's test plot, and predictions if asked."""
+    out = [f"{RESULTS}/summary/results.md", f"{RESULTS}/summary/results.csv", f"{RESULTS}/summary/learning_curves.png"]
+    out += [f"{RESULTS}/summary/{task}/test_predictions.png" for task in config["tasks"]]
+    if config.get("predict"):
+        out.append(f"{RESULTS}/predictions.csv")
+    return out
+
+
+def predict_files():
+    """The structure files of the `predict` config (folders expanded to their files)."""
+    from eqgat.predict import expand
+
+    return expand(config["predict"]["files"]) if config.get("predict") else []
+
+
 def dataset_of(task):
     """The downloaded dataset a task reads (LBA: the sequence-identity split chosen)."""
     return TASKS[task].source.dataset(section(task))
@@ -59,19 +79,42 @@ def download_markers(task):
 
 
 def graph_source(wildcards):
-    """What a task's graphs are built from: the generated clouds, or the extracted download
-    (its mtime is ignored, so re-extracting, e.g. after a mirror change, does not rebuild)."""
+    """What a task's graphs are built from: the generated clouds, the extracted download (its
+    mtime is ignored, so re-extracting, e.g. after a mirror change, does not rebuild), or a
+    folder's labels CSV (the folder's files count through `folder_listing`)."""
     kind = TASKS[wildcards.task].source.kind
     if kind == "generated":
         return f"{RESULTS}/{wildcards.task}/raw/clouds.h5"
+    if kind == "folder":
+        return section(wildcards.task)["labels"]
     return [ancient(marker) for marker in download_markers(wildcards.task)]
 
 
 def source_location(task):
     """The path `preprocess build-graphs --source` reads for a task."""
-    if TASKS[task].source.kind == "generated":
+    kind = TASKS[task].source.kind
+    if kind == "generated":
         return f"{RESULTS}/{task}/raw/clouds.h5"
+    if kind == "folder":
+        return section(task)["files"]
     return f"{RESOURCES}/{dataset_of(task)}"
+
+
+def folder_listing(task):
+    """A digest of a folder source's structure files (names, sizes, modification times): a file
+    added, removed or rewritten rebuilds the task's graphs. Empty for other sources."""
+    import hashlib
+
+    from preprocess.readers.structures import structure_files
+
+    if TASKS[task].source.kind != "folder":
+        return ""
+    root = Path(section(task)["files"])
+    digest = hashlib.sha256()
+    for name in structure_files(root) if root.is_dir() else []:
+        stat = (root / name).stat()
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def source_options(task):

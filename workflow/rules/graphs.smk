@@ -20,6 +20,7 @@ rule build_graphs:
         scheduler=config["preprocess"].get("scheduler") or "",
         dask_slurm=dask_slurm(),
         code=lambda wc: code_version("graphs", wc.task),
+        files=lambda wc: folder_listing(wc.task),
     shell:
         "python -m preprocess build-graphs --task {wildcards.task:q} --source {params.source:q} --out {output:q}"
         " --options {params.options:q} --cutoff {params.cutoff:q} --max-neighbors {params.max_neighbors:q}"

@@ -1,0 +1,94 @@
+"""Users' own structures: a folder of PDB / mmCIF files and a CSV of labels, as a task.
+
+Config section (the keys beside graph / model / train)::
+
+    structures:
+      files: path/to/folder        # .pdb .ent .cif .mmcif, each optionally .gz
+      labels: path/to/labels.csv   # file,label[,split]
+      kind: regression             # or classification (labels are class names)
+
+Reading (:mod:`preprocess.readers.structures`): gemmi, first model, highest-occupancy
+alternate locations, hydrogens and waters dropped unless kept. Without a ``split`` column the
+files get a seeded 80/10/10 split (``split_seed``), written to ``split.csv`` beside the shards.
+Regression: one target, MSE, RMSE / MAE / Pearson / Spearman in the table; classification:
+the sorted distinct labels are the classes (kept in the shards and every checkpoint),
+cross-entropy, accuracy and balanced accuracy (and ROC-AUC for two classes). The model and
+training default to the PSR protocol's (a graph-level ATOM3D task of the same kind of data).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from eqgat import metrics as M
+from preprocess.readers import structures
+from preprocess.readers.structures import KINDS
+from preprocess.sources import StructureFolder
+
+from ._atom3d import EQGAT_ATOM3D
+from .spec import Field, Label, Metric, TaskSpec, atom3d_protocol
+
+REGRESSION_METRICS = (Metric("rmse", False, in_table=True), Metric("mae", False, in_table=True),
+                      Metric("pearson", True, in_table=True), Metric("spearman", True, in_table=True))
+CLASS_METRICS = (Metric("accuracy", True, in_table=True), Metric("balanced_accuracy", True, in_table=True),
+                 Metric("roc_auc", True))
+
+
+def evaluate_regression(pred: np.ndarray, y: np.ndarray, columns: Mapping[str, Sequence]) -> dict[str, float]:
+    pred, y = pred.reshape(-1), y.reshape(-1)
+    return {"rmse": M.rmse(pred, y), "mae": M.mae(pred, y), "pearson": M.pearson(pred, y), "spearman": M.spearman(pred, y)}
+
+
+def evaluate_classes(pred: np.ndarray, y: np.ndarray, columns: Mapping[str, Sequence]) -> dict[str, float]:
+    """Accuracy, balanced accuracy (mean recall over the classes present) and, for two classes,
+    ROC-AUC of the second class's score."""
+    y = y.reshape(-1).astype(np.int64)
+    out = {"accuracy": M.accuracy(pred, y), "balanced_accuracy": M.balanced_accuracy(pred, y)}
+    out["roc_auc"] = M.roc_auc(pred[:, 1] - pred[:, 0], y) if pred.ndim == 2 and pred.shape[1] == 2 else float("nan")
+    return out
+
+
+def configure(spec: TaskSpec, section: Mapping, label_names: Sequence[str] | None) -> TaskSpec:
+    """The task for a section's ``kind`` (and the classes its labels name)."""
+    kind = section.get("kind", "regression")
+    if kind == "regression":
+        return replace(spec, label=Label("regression", ("label",)), metrics=REGRESSION_METRICS,
+                       evaluate=evaluate_regression, losses=(), configure=None)
+    return replace(spec, label=Label("classification", tuple(label_names or ())), metrics=CLASS_METRICS,
+                   evaluate=evaluate_classes, losses=(), configure=None,
+                   protocol={**spec.protocol, "train": {**spec.protocol["train"], "loss": "cross_entropy"}})
+
+
+TASK = TaskSpec(
+    name="structures",
+    title="Your own structures (PDB / mmCIF folder + labels CSV)",
+    source=StructureFolder(),
+    reader=structures.samples,
+    fields=(Field("file", "str", "the structure's file, relative to the folder"),),
+    # the declaration covers both kinds (schema: losses and selection metrics of either);
+    # configure() gives the task of a section's kind
+    label=Label("regression", ("label",)),
+    readout="graph",
+    metrics=REGRESSION_METRICS + CLASS_METRICS,
+    evaluate=evaluate_regression,
+    losses=("cross_entropy",),
+    model=dict(EQGAT_ATOM3D, num_layers=5),
+    model_presets={"segnn": {"num_layers": 3}},
+    protocol={**atom3d_protocol(epochs=30, batch_size=16), "files": None, "labels": None, "kind": "regression",
+              "hydrogens": "drop", "waters": "drop", "split_seed": 0},
+    options_schema={
+        "files": {"type": ["string", "null"], "description": "folder of .pdb/.ent/.cif/.mmcif files (optionally .gz)"},
+        "labels": {"type": ["string", "null"], "description": "CSV with columns file, label and optionally split"},
+        "kind": {"enum": list(KINDS)},
+        "hydrogens": {"enum": ["drop", "keep"]},
+        "waters": {"enum": ["drop", "keep"]},
+        "split_seed": {"type": "integer", "minimum": 0, "description": "seed of the 80/10/10 split when the CSV has none"},
+        "strict": {"type": "boolean", "description": "an unreadable or unlabelled file is an error naming it"},
+        "max_records": {"type": ["integer", "null"], "minimum": 1},
+    },
+    reader_options=("hydrogens", "waters"),
+    required_options=("files", "labels"),
+    configure=configure,
+)
