@@ -110,6 +110,14 @@ def read_graph(path: str | Path, settings: ReadingSettings, ligand_resname: str 
     return data
 
 
+def _reason(exc: Exception) -> str:
+    """Why a file could not be scored, on one line (a skip reason as the skip reports name it)."""
+    from preprocess.readers import SkipSample
+
+    text = str(exc) if isinstance(exc, (SkipSample, ValueError)) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
 def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -163,7 +171,7 @@ def predict_files(checkpoint: str | Path, files: Sequence[str | Path], out_csv: 
                 try:
                     graphs.append(read_graph(name, settings, ligand_resname, pocket_radius))
                 except Exception as exc:  # every file gets its row; the reason is reported there
-                    errors[i] = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+                    errors[i] = _reason(exc)
             out = None
             if graphs:
                 with torch.no_grad():

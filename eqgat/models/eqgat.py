@@ -113,12 +113,21 @@ class EQGAT(GraphModel):
         )
         self.final_norm = EquivariantNorm(hidden_scalars, hidden_vectors, eps) if norm else None
         self.readout = Readout(hidden_scalars, hidden_vectors, out_dim, readout, eps)
+        self.zero_biases()
+
+    def zero_biases(self) -> None:
+        """Linear layers start with zero biases, as the authors' dense layers do (their weights
+        and embeddings have PyTorch's default initialisation, as ours)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
 
     def reset_parameters(self) -> None:
-        """Re-draw all parameters with PyTorch's default initialisation."""
+        """Re-draw all parameters as at construction."""
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding, nn.LayerNorm)):
                 module.reset_parameters()
+        self.zero_biases()
 
     def edge_geometry(self, pos: Tensor, edge_index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Distances d [E], unit vectors r [E, 3] (from centre i to neighbour j) and radial
