@@ -87,7 +87,9 @@ def markdown_table(rows: list[dict[str, Any]], notes: dict[str, str] | None = No
         out += [f"## {task_name}: {task.title} ({', '.join(labelled)})", ""]
         if notes and task_name in notes:
             out += [notes[task_name], ""]
-        header = ["model", "n"] + [f"{m} (ours)" for m in labelled] + [f"{m} (paper)" for m in labelled] + ["parameters", "parameters (paper)"]
+        paper = any(t == task_name for t, _ in PAPER_RESULTS)  # users' own tasks have no paper columns
+        header = ["model", "n"] + [f"{m} (ours)" if paper else m for m in labelled]
+        header += [f"{m} (paper)" for m in labelled] + ["parameters", "parameters (paper)"] if paper else ["parameters"]
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         ours = defaultdict(dict)
         for row in task_rows:
@@ -96,9 +98,11 @@ def markdown_table(rows: list[dict[str, Any]], notes: dict[str, str] | None = No
             first = next(iter(cells.values()))
             line = [MODEL_LABELS.get(model, model), str(first["n_runs"])]
             line += [_fmt(cells[m]["mean"], cells[m]["std"]) if m in cells else "–" for m in metrics]
-            line += [_fmt(cells[m]["paper_mean"], cells[m]["paper_std"]) if m in cells else "–" for m in metrics]
+            if paper:
+                line += [_fmt(cells[m]["paper_mean"], cells[m]["paper_std"]) if m in cells else "–" for m in metrics]
             line.append(f"{first['num_parameters']:,}" if first.get("num_parameters") else "–")
-            line.append(f"{first['paper_num_parameters']:,}" if first.get("paper_num_parameters") else "–")
+            if paper:
+                line.append(f"{first['paper_num_parameters']:,}" if first.get("paper_num_parameters") else "–")
             out.append("| " + " | ".join(line) + " |")
         for (paper_task, model), values in PAPER_RESULTS.items():
             if paper_task != task_name or model in ours:

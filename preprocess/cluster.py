@@ -43,9 +43,27 @@ __all__ = ["dask_client", "WORKER_ENV", "SLURM_KEYS"]
 
 log = logging.getLogger(__name__)
 
-# one thread per worker process: the parallelism is across shards
+# one thread per worker process: the parallelism is across shards; Dask's own chatter (worker
+# start and stop, connection teardown) stays out of the build's log, errors still reach it
 WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "OPENBLAS_NUM_THREADS": "1"}
+              "OPENBLAS_NUM_THREADS": "1", "DASK_LOGGING__DISTRIBUTED": "error"}
+
+
+class DaskChatter(logging.Filter):
+    """Lets Dask's records through only from ERROR up: its info lines (workers starting,
+    connections closing) and teardown warnings (a worker killed after a few seconds) would
+    bury the build's own log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.split(".", 1)[0] in ("distributed", "bokeh", "tornado")
+                    and record.levelno < logging.ERROR)
+
+
+def quiet_dask_logs() -> None:
+    """Put :class:`DaskChatter` on the root logger's handlers (once)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, DaskChatter) for f in handler.filters):
+            handler.addFilter(DaskChatter())
 
 SLURM_KEYS = frozenset({
     "queue", "account", "cores", "processes", "memory", "walltime", "jobs",
@@ -105,6 +123,7 @@ def dask_client(workers: int = 1, scheduler: str | None = None,
     """
     from dask.distributed import Client, LocalCluster
 
+    quiet_dask_logs()
     if scheduler and slurm:
         raise ValueError("give either a scheduler address or SLURM options, not both")
     cluster = None

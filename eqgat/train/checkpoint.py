@@ -41,13 +41,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint weights-only; :class:`CheckpointError` names the file when it is not
     a readable checkpoint of tensors and plain data."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a complete PyTorch checkpoint file: "
+                              f"truncated, or something else)")
     try:
         saved = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
     except pickle.UnpicklingError as exc:
+        first = str(exc).split(". ")[0].splitlines()[0]
         raise CheckpointError(f"{path}: refused: it holds more than tensors and plain data, which could run code "
-                              f"when loaded ({str(exc).splitlines()[0]})") from None
+                              f"when loaded ({first})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(saved, dict):
