@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -46,13 +47,28 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except FileNotFoundError:
         raise
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused: it holds more than tensors and plain data, which could run code "
-                              f"when loaded ({str(exc).splitlines()[0]})") from None
+        detail = _unpickling_detail(exc)
+        if "global" in detail.lower():  # an import (a class, a function): what runs code when unpickled
+            raise CheckpointError(f"{path}: refused: it holds more than tensors and plain data, which could run "
+                                  f"code when loaded ({detail})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({detail})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        what = "an empty file" if path.stat().st_size == 0 else f"{type(exc).__name__}: {exc}"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({what})") from None
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: not a checkpoint (a {type(saved).__name__}, expected a dict)")
     return saved
+
+
+def _unpickling_detail(exc: pickle.UnpicklingError) -> str:
+    """The reason in torch's weights-only error, without its advice to load the file unsafely."""
+    text = str(exc)
+    for pattern in (r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", r"(Trying to load unsupported GLOBAL[^\n]*)"):
+        match = re.search(pattern, text, re.S)
+        if match:
+            return " ".join(match.group(1).split()).split(" Please use ")[0]
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def move_aside(path: str | Path) -> Path:
