@@ -110,7 +110,11 @@ def dask_client(workers: int = 1, scheduler: str | None = None,
     cluster = None
     if scheduler:
         log.info("connecting to Dask scheduler %s", scheduler)
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler)
+        except (OSError, ValueError, TypeError) as exc:  # a bad address, refused, timed out
+            raise ConnectionError(f"cannot connect to the Dask scheduler {scheduler!r} "
+                                  f"(preprocess.scheduler): {exc}") from exc
     else:
         if slurm:
             cluster = _slurm_cluster(slurm, workers)
