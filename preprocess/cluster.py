@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import logging
 import math
+import re
+import shlex
 import sys
 from contextlib import contextmanager
 from typing import Iterator, Mapping
@@ -72,16 +74,12 @@ SLURM_KEYS = frozenset({
 })
 
 
-def _slurm_cluster(slurm: Mapping, workers: int):
-    """A started ``SLURMCluster`` scaled to the requested number of jobs."""
+def slurm_cluster_options(slurm: Mapping, workers: int) -> tuple[dict, int]:
+    """The ``SLURMCluster`` keyword arguments of the ``slurm`` settings, and the jobs to start."""
     unknown = set(slurm) - SLURM_KEYS
     if unknown:
         raise ValueError(f"unknown preprocess SLURM option(s) {sorted(unknown)}; "
                          f"known: {sorted(SLURM_KEYS)}")
-    try:
-        from dask_jobqueue import SLURMCluster
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("preprocess on SLURM needs dask-jobqueue: pip install dask-jobqueue") from exc
     cores = int(slurm.get("cores") or 1)
     processes = int(slurm.get("processes") or cores)
     if cores < 1 or processes < 1 or processes > cores:
@@ -99,16 +97,33 @@ def _slurm_cluster(slurm: Mapping, workers: int):
         account=slurm.get("account"),
         job_extra_directives=list(slurm.get("job_extra_directives") or []),
         job_script_prologue=prologue,
-        python=slurm.get("python") or sys.executable,
+        # dask-jobqueue pastes the worker command into the job script unquoted: quote the paths
+        python=shlex.quote(str(slurm.get("python") or sys.executable)),
         job_name="eqgat-dask",
         scheduler_options={"dashboard_address": ":0"},  # any free port
     )
-    for key in ("interface", "log_directory", "local_directory"):
-        if slurm.get(key):
-            kwargs[key] = str(slurm[key])
+    if slurm.get("local_directory"):
+        kwargs["local_directory"] = shlex.quote(str(slurm["local_directory"]))
+    if slurm.get("log_directory"):
+        kwargs["log_directory"] = str(slurm["log_directory"])
+    if slurm.get("interface"):  # also the scheduler's own setting, so checked rather than quoted
+        interface = str(slurm["interface"])
+        if not re.fullmatch(r"[\w.:@-]+", interface):
+            raise ValueError(f"preprocess SLURM option interface {interface!r} is not a network interface name")
+        kwargs["interface"] = interface
+    return kwargs, jobs
+
+
+def _slurm_cluster(slurm: Mapping, workers: int):
+    """A started ``SLURMCluster`` scaled to the requested number of jobs."""
+    kwargs, jobs = slurm_cluster_options(slurm, workers)
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("preprocess on SLURM needs dask-jobqueue: pip install dask-jobqueue") from exc
     cluster = SLURMCluster(**kwargs)
     log.info("SLURMCluster: %d job(s) of %d worker process(es); job script:\n%s",
-             jobs, processes, cluster.job_script())
+             jobs, kwargs["processes"], cluster.job_script())
     cluster.scale(jobs=jobs)
     return cluster
 
@@ -129,7 +144,11 @@ def dask_client(workers: int = 1, scheduler: str | None = None,
     cluster = None
     if scheduler:
         log.info("connecting to Dask scheduler %s", scheduler)
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler)
+        except (OSError, ValueError, TypeError) as exc:  # a bad address, refused, timed out
+            raise ConnectionError(f"cannot connect to the Dask scheduler {scheduler!r} "
+                                  f"(preprocess.scheduler): {exc}") from exc
     else:
         if slurm:
             cluster = _slurm_cluster(slurm, workers)

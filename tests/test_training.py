@@ -58,7 +58,7 @@ def log_losses(run_dir: Path) -> list[tuple[str, str, str]]:
 
 
 def state_dict(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
 def assert_same_weights(a: Path, b: Path) -> None:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -44,19 +45,32 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is not ours
-        raise CheckpointError(f"{path}: not a readable checkpoint (not a complete PyTorch checkpoint file: "
-                              f"truncated, or something else)")
+        what = "an empty file" if path.stat().st_size == 0 else "not a complete PyTorch checkpoint: truncated, or another kind of file"
+        raise CheckpointError(f"{path}: not a readable checkpoint ({what})")
     try:
         saved = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).split(". ")[0].splitlines()[0]
-        raise CheckpointError(f"{path}: refused: it holds more than tensors and plain data, which could run code "
-                              f"when loaded ({first})") from None
+        detail = _unpickling_detail(exc)
+        if "global" in detail.lower():  # an import (a class, a function): what runs code when unpickled
+            raise CheckpointError(f"{path}: refused: it holds more than tensors and plain data, which could run "
+                                  f"code when loaded ({detail})") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({detail})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: not a checkpoint (a {type(saved).__name__}, expected a dict)")
     return saved
+
+
+def _unpickling_detail(exc: pickle.UnpicklingError) -> str:
+    """The reason in torch's weights-only error, without its advice to load the file unsafely."""
+    text = str(exc)
+    for pattern in (r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", r"(Trying to load unsupported GLOBAL[^\n]*)"):
+        match = re.search(pattern, text, re.S)
+        if match:
+            return " ".join(match.group(1).split()).split(" Please use ")[0]
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def move_aside(path: str | Path) -> Path:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import min_version
 
+from eqgat.models import MODELS
 from eqgat.provenance import code_version as stage_code_version
 from eqgat.tasks import TASKS
 from eqgat.tasks.config import validate_config
@@ -20,6 +21,14 @@ validate_config(config)
 ROOT = Path(workflow.basedir)
 # one software environment for every rule (used with `--sdm conda`)
 CONDA_ENV = "../envs/eqgat.yaml"
+# Wildcards only ever take the registered names (and seeds are numbers): a requested path
+# naming anything else matches no rule, so no job runs with it.
+wildcard_constraints:
+    task="|".join(TASKS),
+    model="|".join(MODELS),
+    seed=r"\d+",
+
+
 RESULTS = config["results_dir"]
 RESOURCES = config["resources_dir"]
 LOGS = config["logs_dir"]
