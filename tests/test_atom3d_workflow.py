@@ -44,6 +44,11 @@ def mirror(tmp_path_factory):
         source = tmp_path_factory.mktemp(f"fixture_{task}")
         make_dataset(task, source, bad=True)
         pack_like_zenodo(task, source, root)
+        if task == "psr":  # the same records, published as a new ATOM3D-like dataset
+            folder = root / "777" / "files"
+            folder.mkdir(parents=True)
+            with tarfile.open(folder / "TOY-split-by-year.tar.gz", "w:gz") as tar:
+                tar.add(source / "split-by-year", arcname="split-by-year")
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -109,3 +114,72 @@ def test_strict_mode_names_the_bad_record(mirror, tmp_path):
     log = (workdir / "logs/psr/graphs.log").read_text()
     assert "bad_nan" in log or "nan" in log.lower()
     assert not (workdir / "results/psr/graphs/manifest.json").exists()
+
+
+TOY_TASK = '''"""Toy: how many heavy atoms has a protein decoy? An ATOM3D-like task in one module."""
+from __future__ import annotations
+
+import numpy as np
+
+from eqgat import metrics as M
+from preprocess.download import Archive
+from preprocess.readers import Sample, atom_table, coordinates, drop_hydrogens, elements, guard, record_id
+from preprocess.sources import LmdbSplits
+
+from ._atom3d import ATOM3D_OPTIONS, EQGAT_ATOM3D
+from .spec import Label, Metric, TaskSpec, atom3d_protocol
+
+
+def samples(record, index, strict=False, report=None):
+    def sample():
+        atoms = drop_hydrogens(atom_table(record, "atoms"))
+        z, _ = elements(atoms, report)
+        return Sample(id=record_id(record, index), pos=coordinates(atoms), z=z, y=np.array([len(atoms)], np.float32))
+
+    s = guard(record, index, strict, report, sample)
+    if s is not None:
+        yield s
+
+
+def evaluate(pred, y, columns):
+    return {"mae": M.mae(pred.reshape(-1), y.reshape(-1))}
+
+
+TASK = TaskSpec(
+    name="toy", title="Heavy atoms of a decoy",
+    source=LmdbSplits(datasets={"toy": (Archive("toy", "777", "TOY-split-by-year.tar.gz", "split-by-year",
+                                                "split-by-year/data/{train,val,test}", None),)}),
+    reader=samples, label=Label("regression", ("heavy_atoms",)), readout="graph",
+    metrics=(Metric("mae", False, in_table=True),), evaluate=evaluate,
+    model=dict(EQGAT_ATOM3D, num_layers=2), protocol=atom3d_protocol(epochs=1, batch_size=2),
+    options_schema=ATOM3D_OPTIONS,
+)
+'''
+
+
+def test_a_new_task_is_one_module_one_registry_line_and_its_config(mirror, tmp_path):
+    """What adding an ATOM3D-like task takes: its module (reader + declaration), one line in the
+    registry and a config section. Download rule, schema, shards, training, table: all derived."""
+    workdir = copy_repo(tmp_path)
+    (workdir / "eqgat" / "tasks" / "toy.py").write_text(TOY_TASK)
+    registry = workdir / "eqgat" / "tasks" / "__init__.py"
+    text = registry.read_text()
+    assert text.count("_MODULES: tuple[ModuleType, ...] = (") == 1
+    registry.write_text(text.replace("from .spec import TaskSpec", "from . import toy\nfrom .spec import TaskSpec")
+                        .replace("_MODULES: tuple[ModuleType, ...] = (", "_MODULES: tuple[ModuleType, ...] = (toy, "))
+    config = atom3d_config(mirror)
+    config["tasks"] = ["toy"]
+    config["toy"] = {"model": {"overrides": {"eqgat": {"hidden_scalars": 8, "hidden_vectors": 2, "num_radial": 4}}},
+                     "max_records": 2}
+    configfile = write_config(workdir, config)
+    assert planned_jobs(workdir, configfile) == {"download_toy": 1, "build_graphs": 1, "train": 1, "evaluate": 1,
+                                                 "aggregate": 1, "plot_test": 1, "all": 1}
+    snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))
+    md = (workdir / "results/summary/results.md").read_text()
+    assert "## toy: Heavy atoms of a decoy (mae ↓)" in md
+    metrics = json.loads((workdir / "results/toy/runs/eqgat/seed0/metrics.json").read_text())
+    assert metrics["test"]["num_graphs"] >= 1 and metrics["test"]["mae"] >= 0
+    bad = copy.deepcopy(config)
+    bad["toy"]["train"] = {"loss": "cross_entropy"}  # the schema knows the new task's losses
+    proc = snakemake(workdir, "all", "-n", "--configfile", str(write_config(workdir, bad, "bad.yaml")), check=False)
+    assert proc.returncode != 0 and "toy.train.loss" in proc.stdout + proc.stderr

@@ -15,8 +15,6 @@ rule train:
     threads: config["train_threads"]
     resources:
         gpu=config["gpus_per_run"],
-    wildcard_constraints:
-        seed=r"\d+",
     params:
         section=lambda wc: train_section(wc.task, wc.model),
         device=config["device"],
@@ -43,8 +41,6 @@ rule evaluate:
     threads: config["train_threads"]
     resources:
         gpu=config["gpus_per_run"],
-    wildcard_constraints:
-        seed=r"\d+",
     params:
         section=lambda wc: train_section(wc.task, wc.model),
         device=config["device"],
