@@ -268,8 +268,9 @@ def write_shard(path, block: GraphBlock, attrs: Mapping, compression: str | None
     max_n = int(np.diff(block.node_ptr).max()) if block.num_graphs else 0
     edge_dtype = np.int16 if max_n < INT16_MAX_NODES else np.int32
     root = {k: v for k, v in attrs.items()}
-    if root["max_neighbors"] is None:
-        root["max_neighbors"] = -1
+    for limit in ("max_neighbors", "max_degree"):  # None: no limit
+        if limit in root and root[limit] is None:
+            root[limit] = -1
     root.update({
         "format_version": FORMAT_VERSION,
         "num_graphs": block.num_graphs,

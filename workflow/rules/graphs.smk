@@ -16,6 +16,7 @@ rule build_graphs:
         options=lambda wc: source_options(wc.task),
         cutoff=lambda wc: section(wc.task)["graph"]["cutoff"],
         max_neighbors=lambda wc: section(wc.task)["graph"]["max_neighbors"] or -1,
+        max_degree=lambda wc: section(wc.task)["graph"]["max_degree"] or -1,
         shard_size=config["preprocess"]["shard_size"],
         scheduler=config["preprocess"].get("scheduler") or "",
         dask_slurm=dask_slurm(),
@@ -23,5 +24,6 @@ rule build_graphs:
     shell:
         "python -m preprocess build-graphs --task {wildcards.task:q} --source {params.source:q} --out {output:q}"
         " --options {params.options:q} --cutoff {params.cutoff:q} --max-neighbors {params.max_neighbors:q}"
+        " --max-degree {params.max_degree:q}"
         " --shard-size {params.shard_size:q} --workers {threads} --scheduler={params.scheduler:q}"
         " --dask-slurm={params.dask_slurm:q} > {log:q} 2>&1"
