@@ -19,12 +19,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
 from _graphs import build_triangle_shards
 from preprocess.build import DenseGraphError
-from preprocess.shards import ShardReader, read_manifest, verify_manifest
+from preprocess.shards import ShardIntegrityError, ShardReader, read_manifest, sha256_file, verify_manifest
 from preprocess.triangle import generate_triangle_clouds, write_raw
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,10 +212,146 @@ def test_ppi_pair_over_the_limit_is_an_error_naming_the_complex(ppi_blob, tmp_pa
     manifest = json.loads((graphs / "manifest.json").read_text())
     del manifest["attrs"]["max_degree"]  # as written before the limit existed: the default applies
     (graphs / "manifest.json").write_text(json.dumps(manifest))
-    ds = PairDataset(graphs / "manifest.json", "train", PairSampling(radius=8.0), seed=0)
+    ds = PairDataset(graphs / "manifest.json", "train", PairSampling(radius=8.0), seed=0, verify="none")
     assert ds.max_degree == 256
     first = ds._offsets[1]  # the blob's pairs follow complex 0's
     with pytest.raises(DenseGraphError, match=rf"PPI pair A:\d+-B:\d+ .*{blob_id!r}: atom \d+ has \d+ neighbours"):
         for i in range(first, ds._offsets[2]):
             ds[i]
     ds[0]  # other complexes load
+
+
+# ---------------------------------------------------------------------------------------------
+# item 9: damaged shards
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture()
+def triangle_graphs(tmp_path):
+    raw = tmp_path / "raw.h5"
+    write_raw(raw, generate_triangle_clouds(40, seed=2, num_points=12, radius=5.0, min_dist=1.0))
+    out = tmp_path / "graphs"
+    build_triangle_shards(raw, out, cutoff=4.0, shard_size=8, progress=False)
+    return out
+
+
+def _entry(graphs: Path, split: str = "train", k: int = 1) -> tuple[dict, Path]:
+    entry = json.loads((graphs / "manifest.json").read_text())["splits"][split]["shards"][k]
+    return entry, graphs / entry["path"]
+
+
+def _edit_manifest(graphs: Path, edit) -> None:
+    manifest = json.loads((graphs / "manifest.json").read_text())
+    edit(manifest)
+    (graphs / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _open_train(graphs: Path, verify: str = "cheap"):
+    from eqgat.data import ShardDataset
+
+    return ShardDataset(graphs / "manifest.json", "train", verify=verify)
+
+
+def test_intact_graphs_open_and_record_size_and_checksum(triangle_graphs):
+    entry, path = _entry(triangle_graphs)
+    assert entry["size"] == path.stat().st_size and entry["sha256"] == sha256_file(path)
+    assert len(_open_train(triangle_graphs, "full")) == 32
+
+
+def test_missing_shard_is_an_error_naming_it(triangle_graphs):
+    """Before: the dataset opened, and reading a graph of the shard failed later with
+    'OSError: cannot open shard'."""
+    _, path = _entry(triangle_graphs)
+    path.unlink()
+    with pytest.raises(ShardIntegrityError, match=re.escape(f"{path}: missing (the manifest lists it)")):
+        _open_train(triangle_graphs)
+
+
+def test_truncated_shard_is_an_error_naming_its_size(triangle_graphs):
+    entry, path = _entry(triangle_graphs)
+    with open(path, "r+b") as fh:
+        fh.truncate(entry["size"] // 2)
+    with pytest.raises(ShardIntegrityError, match=re.escape(f"{path}: {entry['size'] // 2} bytes but the manifest "
+                                                            f"says {entry['size']}")):
+        _open_train(triangle_graphs)
+    assert any("bytes but the manifest says" in p for p in verify_manifest(triangle_graphs / "manifest.json"))
+
+
+def test_manifest_count_disagreeing_with_the_shard_is_an_error(triangle_graphs):
+    """Before: the manifest's smaller count silently dropped the shard's last graphs (a larger
+    one failed later with an IndexError)."""
+    def fewer(m):
+        m["splits"]["train"]["shards"][1]["num_graphs"] = 5
+        m["splits"]["train"]["num_graphs"] -= 3
+
+    _edit_manifest(triangle_graphs, fewer)
+    _, path = _entry(triangle_graphs)
+    with pytest.raises(ShardIntegrityError, match=re.escape(f"{path}: num_graphs is 8 in the file but 5 in the manifest")):
+        _open_train(triangle_graphs)
+    assert verify_manifest(triangle_graphs / "manifest.json") == [
+        f"train: {path}: num_graphs is 8 in the file but 5 in the manifest"]
+
+
+def test_split_total_disagreeing_with_its_shards_is_an_error(triangle_graphs):
+    _edit_manifest(triangle_graphs, lambda m: m["splits"]["train"].update(num_graphs=40))
+    with pytest.raises(ShardIntegrityError, match="split train has num_graphs 40 but its shards list 32"):
+        _open_train(triangle_graphs)
+
+
+def test_shard_of_another_build_is_an_error(triangle_graphs):
+    """The manifest says cutoff 4.0; a shard built with cutoff 5.0 (same size, re-recorded) is
+    refused, and so is one of another format version."""
+    entry, path = _entry(triangle_graphs)
+    with h5py.File(path, "r+") as f:
+        f.attrs["cutoff"] = 5.0
+    _edit_manifest(triangle_graphs, lambda m: m["splits"]["train"]["shards"][1].update(size=path.stat().st_size))
+    with pytest.raises(ShardIntegrityError, match=re.escape(f"{path}: built with cutoff = 5.0 but the manifest says 4.0")):
+        _open_train(triangle_graphs)
+    with h5py.File(path, "r+") as f:
+        f.attrs["cutoff"] = 4.0
+        f.attrs["format_version"] = 1
+    _edit_manifest(triangle_graphs, lambda m: m["splits"]["train"]["shards"][1].update(size=path.stat().st_size))
+    with pytest.raises(ShardIntegrityError, match=re.escape(f"{path}: shard format_version 1")):
+        _open_train(triangle_graphs)
+
+
+def test_changed_bytes_are_found_by_full_verification_only(triangle_graphs):
+    _, path = _entry(triangle_graphs)
+    with h5py.File(path, "r") as f:
+        offset = f["pos"].id.get_offset()
+    with open(path, "r+b") as fh:  # one coordinate's bytes, same size
+        fh.seek(offset)
+        fh.write(b"\x00\x00\x80\x7f")
+    assert len(_open_train(triangle_graphs)) == 32  # cheap: metadata only
+    with pytest.raises(ShardIntegrityError, match=re.escape(f"{path}: checksum mismatch")):
+        _open_train(triangle_graphs, "full")
+
+
+def test_train_verify_shards_flag(triangle_graphs, caplog):
+    """`python -m eqgat train --verify-shards` checks the SHA-256 before training."""
+    from eqgat.cli import main
+
+    _, path = _entry(triangle_graphs, "val", 0)
+    with h5py.File(path, "r") as f:
+        offset = f["pos"].id.get_offset()
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\x00\x00\x80\x7f")
+    section = json.dumps({"graph": {"cutoff": 4.0}})
+    args = ["train", "--task", "triangle", "--data", str(triangle_graphs), "--section", section,
+            "--out", str(triangle_graphs.parent / "run"), "--device", "cpu", "--epochs", "1"]
+    assert main([*args, "--verify-shards"]) == 1
+    assert f"{path}: checksum mismatch" in caplog.text
+    assert not (triangle_graphs.parent / "run" / "best.pt").exists()
+
+
+def test_pair_dataset_verifies_its_shards(ppi_blob, tmp_path):
+    from eqgat.data.pairs import PairDataset, PairSampling
+    from eqgat.tasks import TASKS
+    from preprocess.task_shards import build_task_shards
+
+    root, _ = ppi_blob
+    graphs = tmp_path / "graphs"
+    build_task_shards(TASKS["ppi"], root, graphs, cutoff=4.5, shard_size=1, progress=False)
+    _, path = _entry(graphs, "train", 1)
+    path.unlink()
+    with pytest.raises(ShardIntegrityError, match=re.escape(f"{path}: missing")):
+        PairDataset(graphs / "manifest.json", "train", PairSampling(), seed=0)

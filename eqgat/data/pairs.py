@@ -33,6 +33,8 @@ from torch.utils.data import Dataset
 
 from preprocess.shards import ShardReader, read_manifest
 
+from .shard_dataset import check_split
+
 __all__ = ["PairDataset", "PairSampling", "draw_pairs", "num_drawn"]
 
 #: complexes with at most this many candidate pairs are enumerated, larger ones rejection-sampled
@@ -117,13 +119,15 @@ class PairDataset(Dataset):
     ``center_index1`` and ``id`` = ``"<complex id>/<chain:residue>-<chain:residue>"``.
     """
 
-    def __init__(self, manifest_path, split: str, sampling: PairSampling, seed: int, cache_size: int = 64):
+    def __init__(self, manifest_path, split: str, sampling: PairSampling, seed: int, cache_size: int = 64,
+                 verify: str = "cheap"):
         from preprocess.neighbors import DEFAULT_MAX_DEGREE, radius_graph_batch
 
         self._radius_graph = radius_graph_batch
         self.manifest = read_manifest(manifest_path)
         if split not in self.manifest["splits"]:
             raise KeyError(f"split {split!r} not in {manifest_path}")
+        check_split(self.manifest, split, verify)
         self.split, self.sampling, self.seed = split, sampling, int(seed)
         attrs = self.manifest.get("attrs", {})
         self.cutoff = float(attrs["cutoff"])
