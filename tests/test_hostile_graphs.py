@@ -355,3 +355,40 @@ def test_pair_dataset_verifies_its_shards(ppi_blob, tmp_path):
     path.unlink()
     with pytest.raises(ShardIntegrityError, match=re.escape(f"{path}: missing")):
         PairDataset(graphs / "manifest.json", "train", PairSampling(), seed=0)
+
+
+# ------------------------------------------------------------------------------- workflow
+@pytest.mark.slow
+def test_workflow_rebuilds_a_graph_folder_whose_shard_was_deleted(tmp_path):
+    """Before: after deleting a shard, `snakemake` said "Nothing to be done" and training failed
+    later with an OSError. Now the dry run plans the rebuild and names the shard, the run restores
+    it (the same bytes) and retrains on it, and then nothing is left to do."""
+    from workflow_helpers import TINY_CONFIG, copy_repo, planned_jobs, snakemake, write_config
+
+    workdir = copy_repo(tmp_path)
+    config = copy.deepcopy(TINY_CONFIG)
+    config["seeds"] = [0]
+    configfile = write_config(workdir, config)
+    snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))
+    graphs = workdir / "results/triangle/graphs"
+    shard = graphs / "train/shard-00001.h5"
+    original = shard.read_bytes()
+    shard.unlink()
+
+    assert planned_jobs(workdir, configfile) == {"build_graphs": 1, "train": 1, "evaluate": 1, "aggregate": 1,
+                                                 "all": 1}
+    stamp = (workdir / "results/triangle/graphs.check").read_text()
+    assert "results/triangle/graphs is damaged: train/shard-00001.h5 is missing" in stamp
+    run = snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))
+    assert "train/shard-00001.h5 is missing: the graphs will be rebuilt" in run.stderr
+    assert shard.read_bytes() == original
+    assert planned_jobs(workdir, configfile) == {}
+
+    # a truncated shard and a deleted manifest are noticed the same way
+    with open(shard, "r+b") as fh:
+        fh.truncate(1000)
+    assert planned_jobs(workdir, configfile)["build_graphs"] == 1
+    assert f"has 1000 bytes, the manifest says {len(original)}" in (workdir / "results/triangle/graphs.check").read_text()
+    snakemake(workdir, "results/triangle/graphs", "--cores", "1", "--configfile", str(configfile))
+    (graphs / "manifest.json").unlink()
+    assert planned_jobs(workdir, configfile)["build_graphs"] == 1

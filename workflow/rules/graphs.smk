@@ -1,9 +1,24 @@
 # Radius graphs of every structure, built in parallel (Dask) into HDF5 shards + manifest.
 
 
+# The stamp build_graphs depends on: written once before the first build, rewritten by
+# graph_check (common.smk) when the finished graphs are found damaged, so that they are rebuilt.
+rule graphs_check:
+    output:
+        f"{RESULTS}/{{task}}/graphs.check",
+    log:
+        f"{LOGS}/{{task}}/graphs_check.log",
+    localrule: True
+    conda:
+        CONDA_ENV
+    shell:
+        "echo 'no damage found in the graphs (rewritten, naming it, when a shard goes missing)' > {output:q} 2> {log:q}"
+
+
 rule build_graphs:
     input:
         graph_source,
+        check=graph_check,
     output:
         directory(f"{RESULTS}/{{task}}/graphs"),
     log:
