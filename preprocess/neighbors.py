@@ -40,6 +40,12 @@ Semantics (enforced by ``tests/test_neighbors.py``)
   ``torch_cluster.radius_graph``, which keeps whichever neighbours it finds
   first, this is deterministic and exact.  Note that with ``max_neighbors``
   the graph need not be symmetric.
+* **max_degree=K** (``radius_graph_batch`` and ``degree_excess`` only): a
+  cloud in which an atom keeps more than ``K`` neighbours (after
+  ``max_neighbors``) is refused by the count pass, before any of its edges
+  exist: ``NeighborLimitError`` lists every such cloud with one such atom and
+  its degree.  Coincident atoms (a broken structure) would otherwise need
+  ``n * (n - 1)`` edges.
 * **Validation.**  ``pos`` must be a real array of shape ``[N, 3]`` with only
   finite values; a NaN/inf raises ``ValueError`` naming the first offending
   atom index.  ``cutoff`` must be finite and ``> 0``.  ``N == 0`` gives an

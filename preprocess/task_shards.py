@@ -80,16 +80,20 @@ def _field_values(samples: Sequence[Sample], fields: Sequence) -> tuple[dict, di
     return columns, ragged
 
 
-def _parts(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The samples' parts back to back: ``pos`` float32 [sumN, 3], ``z`` int8 [sumN], the parts'
-    CSR offsets [P+1] and the sample of each part [P]."""
+def _parts(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The samples' parts back to back: ``pos`` float32 [sumN, 3], ``z`` int8 [sumN] and the
+    parts' CSR offsets [P+1]."""
     part_sizes = [n for s in samples for n in _part_sizes(s)]
     part_ptr = np.zeros(len(part_sizes) + 1, np.int64)
     np.cumsum(part_sizes, out=part_ptr[1:])
-    owner = np.repeat(np.arange(len(samples)), [len(_part_sizes(s)) for s in samples])
     pos = np.concatenate([s.pos for s in samples]).astype(np.float32) if samples else np.zeros((0, 3), np.float32)
     z = np.concatenate([s.z for s in samples]).astype(np.int8) if samples else np.zeros(0, np.int8)
-    return pos, z, part_ptr, owner
+    return pos, z, part_ptr
+
+
+def _part_owners(samples: Sequence[Sample]) -> np.ndarray:
+    """The sample of each part [P] (see :func:`_parts`)."""
+    return np.repeat(np.arange(len(samples)), [len(_part_sizes(s)) for s in samples])
 
 
 def block_from_samples(samples: Sequence[Sample], fields: Sequence, cutoff: float | None,
@@ -98,7 +102,7 @@ def block_from_samples(samples: Sequence[Sample], fields: Sequence, cutoff: floa
     edges only within each part (no edges at all when `cutoff` is None). A part with an atom of
     more than `max_degree` neighbours raises ``NeighborLimitError`` (its ``cloud`` numbers the
     parts; see :func:`dense_samples`)."""
-    pos, z, part_ptr, _ = _parts(samples)
+    pos, z, part_ptr = _parts(samples)
     num_parts = len(part_ptr) - 1
     y = np.zeros((num_parts, 1), np.float32)
     if cutoff is None:
@@ -131,7 +135,7 @@ def merge_parts(block: GraphBlock, parts_per_sample: list[int], y: np.ndarray, i
 
 def dense_samples(excess: Sequence[DegreeExcess], samples: Sequence[Sample]) -> dict[int, DegreeExcess]:
     """Sample index -> the first excess among its parts, from the parts' ``DegreeExcess`` es."""
-    _, _, _, owner = _parts(samples)
+    owner = _part_owners(samples)
     out: dict[int, DegreeExcess] = {}
     for e in excess:
         out.setdefault(int(owner[e.cloud]), e)
@@ -151,12 +155,12 @@ def samples_block(samples: list[Sample], fields: Sequence, graphs: GraphSettings
     """The block of the samples whose graphs respect ``graphs.max_degree``; the others are left
     out and counted as ``too_many_neighbors`` (strict: an error naming the first). Checked by the
     neighbour search's count pass before any edge is allocated: with stored edges the search is
-    repeated without the refused samples; without (edges built when loading, from parts of each
-    sample's parts, whose degrees are never larger) only the count pass runs."""
+    repeated without the refused samples; without (PPI: edges are built when loading, within
+    subsets of each part, whose degrees are never larger) only the count pass runs."""
     limited = graphs.max_degree is not None and graphs.max_degree >= 0
     if not graphs.edges:
         if limited:
-            pos, _, part_ptr, _ = _parts(samples)
+            pos, _, part_ptr = _parts(samples)
             excess = degree_excess(pos, part_ptr, graphs.cutoff, graphs.max_degree, graphs.max_neighbors)
             samples = _drop_dense(samples, excess, graphs, strict, report)
         return block_from_samples(samples, fields, None, graphs.max_neighbors)

@@ -438,7 +438,7 @@ def test_max_degree_is_inclusive(n):
 
 def test_a_huge_coincident_cloud_is_refused_in_linear_time():
     """The count pass stops at the first atom over the limit: 200,000 atoms on one spot (4e10
-    pairs, 320 GB of int64 edges) are refused at once."""
+    pairs, 320 GB of int32 edges) are refused at once (0.3 s; minutes without the stop)."""
     import time
 
     small, small_ptr = _concat([np.zeros((500, 3))])
