@@ -392,3 +392,12 @@ def test_workflow_rebuilds_a_graph_folder_whose_shard_was_deleted(tmp_path):
     snakemake(workdir, "results/triangle/graphs", "--cores", "1", "--configfile", str(configfile))
     (graphs / "manifest.json").unlink()
     assert planned_jobs(workdir, configfile)["build_graphs"] == 1
+
+    # the task section's graph.max_degree reaches the build's command line (default 256)
+    def build_command(path: Path) -> str:
+        proc = snakemake(workdir, "results/triangle/graphs", "-n", "-p", "--cores", "1", "--configfile", str(path))
+        return next(line for line in proc.stdout.splitlines() if "build-graphs" in line)
+
+    assert "--max-degree 256" in build_command(configfile)
+    config["triangle"]["graph"]["max_degree"] = 100
+    assert "--max-degree 100" in build_command(write_config(workdir, config, "max_degree.yaml"))
