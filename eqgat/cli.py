@@ -68,10 +68,17 @@ def check_cutoff(section: dict[str, Any], attrs: dict[str, Any], manifest: Path)
     return built
 
 
-def split_dataset(task, manifest: Path, split: str, section: dict[str, Any], seed: int):
-    """The task's view of one split, refusing an empty split with the skip counts of its build."""
+def split_dataset(task, manifest: Path, split: str, section: dict[str, Any], seed: int, verify_full: bool = False):
+    """The task's view of one split, refusing an empty split with the skip counts of its build.
+    Opening a split checks its shards against the manifest (presence, size, counts, build
+    settings); `verify_full` first checks every shard's SHA-256 too."""
     from eqgat.data import ShardDataset
+    from eqgat.data.shard_dataset import check_split
+    from preprocess.shards import read_manifest
 
+    if verify_full:
+        check_split(read_manifest(manifest), split, "full")
+        log.info("%s shards of %s: SHA-256 verified", split, manifest.parent)
     dataset = (task.dataset(manifest, split, section, seed) if task.dataset is not None
                else ShardDataset(manifest, split))
     if len(dataset) == 0:
@@ -125,8 +132,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     overrides = {**section["model"]["overrides"].get(args.model, {}), **json.loads(args.hparams)}
     spec = {"name": args.model, "hparams": task_model_hparams(task, args.model, cutoff, overrides)}
     settings = TrainSettings.from_section(section["train"], seed=args.seed, num_workers=args.loader_workers, amp=args.amp)
-    train_set = split_dataset(task, manifest, "train", section, args.seed)
-    val_set = split_dataset(task, manifest, "val", section, args.seed)
+    train_set = split_dataset(task, manifest, "train", section, args.seed, args.verify_shards)
+    val_set = split_dataset(task, manifest, "val", section, args.seed, args.verify_shards)
     device = select_device(args.device)
     seed_everything(args.seed)
     model = build_model(spec["name"], **spec["hparams"])
@@ -149,7 +156,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     section = effective_section(base, args.section)
     manifest, attrs = graphs_info(args.data, base)
     task = base.for_section(section, label_names(attrs))
-    splits = {split: split_dataset(task, manifest, split, section, args.seed) for split in args.splits}
+    splits = {split: split_dataset(task, manifest, split, section, args.seed, args.verify_shards)
+              for split in args.splits}
     result = evaluate(args.checkpoint, task, splits, args.batch_size or section["train"]["batch_size"],
                       select_device(args.device), args.out, args.predictions, extra={"seed": args.seed})
     log.info("test metrics: %s", json.dumps(result.get("test", {})))
@@ -207,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
         p.add_argument("--threads", type=int, default=1, help="CPU threads for torch")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--verify-shards", action="store_true",
+                       help="check every shard's SHA-256 against the manifest before reading it (opening a split "
+                            "always checks presence, size, format version, graph counts and the build's cutoff)")
 
     p = sub.add_parser("train", help="train one (task, model, seed); resumes from its last checkpoint")
     common(p)

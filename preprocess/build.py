@@ -29,8 +29,10 @@ __all__ = [
     "ShardTask",
     "build_shards",
     "run_shard_task",
+    "DenseGraphError",
     "block_from_arrays",
     "block_from_records",
+    "drop_dense_graphs",
     "set_numba_threads",
     "shard_relpath",
 ]
@@ -82,15 +84,20 @@ def _default_graph_fn():
 def block_from_arrays(pos: np.ndarray, z: np.ndarray, node_ptr: np.ndarray, y: np.ndarray,
                       ids: Sequence[str], cutoff: float, max_neighbors: int | None = None,
                       columns: Mapping[str, np.ndarray] | None = None,
-                      graph_fn: Callable | None = None) -> GraphBlock:
+                      graph_fn: Callable | None = None, max_degree: int | None = None) -> GraphBlock:
     """Concatenated clouds (``pos`` [sumN,3], ``node_ptr`` [G+1]) -> GraphBlock with radius
-    graphs from ``graph_fn`` (default ``preprocess.neighbors.radius_graph_batch``)."""
+    graphs from ``graph_fn`` (default ``preprocess.neighbors.radius_graph_batch``).
+
+    ``max_degree`` (None or < 0: no limit) is passed on to ``graph_fn``, which raises
+    ``NeighborLimitError`` for clouds with an atom of more neighbours (see
+    :func:`drop_dense_graphs`)."""
     graph_fn = graph_fn or _default_graph_fn()
     pos = np.ascontiguousarray(pos, dtype=np.float32)
     node_ptr = np.ascontiguousarray(node_ptr, dtype=np.int64)
     if max_neighbors is not None and max_neighbors < 0:
         max_neighbors = None
-    edge_index, edge_ptr = graph_fn(pos, node_ptr, float(cutoff), max_neighbors)
+    limit = {} if max_degree is None or max_degree < 0 else {"max_degree": int(max_degree)}
+    edge_index, edge_ptr = graph_fn(pos, node_ptr, float(cutoff), max_neighbors, **limit)
     return GraphBlock(node_ptr=node_ptr, edge_ptr=edge_ptr, pos=pos, z=z,
                       edge_index=edge_index, y=y, ids=ids, columns=dict(columns or {}))
 
@@ -119,6 +126,35 @@ def block_from_records(records: Iterable, cutoff: float, max_neighbors: int | No
     Y = np.stack(y) if y else np.zeros((0, 1), np.float32)
     C = {c: np.asarray(v, np.int64) for c, v in cols.items()}
     return block_from_arrays(P, Z, node_ptr, Y, ids, cutoff, max_neighbors, C, graph_fn)
+
+
+class DenseGraphError(ValueError):
+    """A structure with an atom of more than ``max_degree`` neighbours (strict mode)."""
+
+
+def dense_graph_message(graph_id: str, excess, cutoff: float, limit: int) -> str:
+    """What is wrong with a structure refused by ``max_degree`` (``excess``: a
+    ``preprocess.neighbors.DegreeExcess``)."""
+    return (f"structure {graph_id!r}: atom {excess.atom} has {excess.degree} neighbours within {cutoff:g} Å, "
+            f"more than max_degree = {limit} (coincident or overlapping atoms?); raise the task's "
+            f"graph.max_degree if the structure is sound")
+
+
+def drop_dense_graphs(excess_by_graph: Mapping[int, Any], ids: Sequence[str], cutoff: float, limit: int,
+                      strict: bool, report=None) -> set[int]:
+    """Graphs refused by ``max_degree`` (graph index -> ``DegreeExcess``): in strict mode a
+    ``DenseGraphError`` naming the first; otherwise each is logged and counted in ``report``
+    (a ``SkipReport``) as ``too_many_neighbors``. Returns the graph indices to leave out."""
+    from .readers.report import TOO_MANY_NEIGHBORS
+
+    for g in sorted(excess_by_graph):
+        message = dense_graph_message(ids[g], excess_by_graph[g], cutoff, limit)
+        if strict:
+            raise DenseGraphError(message)
+        log.warning("skipped %s", message)
+        if report is not None:
+            report.add(TOO_MANY_NEIGHBORS, ids[g])
+    return set(excess_by_graph)
 
 
 # ----------------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ def _cmd_build_graphs(args) -> int:
     if args.max_records is not None:
         options["max_records"] = args.max_records
     manifest = build_task_shards(
-        task, location, args.out, cutoff=args.cutoff, max_neighbors=args.max_neighbors, shard_size=args.shard_size,
+        task, location, args.out, cutoff=args.cutoff, max_neighbors=args.max_neighbors, max_degree=args.max_degree,
+        shard_size=args.shard_size,
         workers=args.workers, scheduler=args.scheduler or None, threads=args.threads,
         strict=args.strict or bool(options.get("strict")), options=options,
         progress=not args.no_progress, compression=args.compression,
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from eqgat.tasks import TASKS
 
+    from .neighbors import DEFAULT_MAX_DEGREE
+
     b = sub.add_parser("build-graphs", help="build HDF5 graph shards + manifest.json")
     b.add_argument("--task", required=True, choices=list(TASKS))
     b.add_argument("--source", help="the task's data: the raw Triangle file, the folder an ATOM3D download was "
@@ -89,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", required=True, help="output directory")
     b.add_argument("--cutoff", type=float, required=True)
     b.add_argument("--max-neighbors", type=int, default=None)
+    b.add_argument("--max-degree", type=int, default=DEFAULT_MAX_DEGREE,
+                   help="a structure with an atom of more neighbours within the cutoff (after --max-neighbors) "
+                        "is skipped and counted as too_many_neighbors, or with --strict an error "
+                        f"(default {DEFAULT_MAX_DEGREE}; -1: no limit)")
     b.add_argument("--shard-size", type=int, default=1000)
     b.add_argument("--workers", type=int, default=1,
                    help="Dask worker processes (0/1: serial, in-process)")

@@ -40,6 +40,12 @@ Semantics (enforced by ``tests/test_neighbors.py``)
   ``torch_cluster.radius_graph``, which keeps whichever neighbours it finds
   first, this is deterministic and exact.  Note that with ``max_neighbors``
   the graph need not be symmetric.
+* **max_degree=K** (``radius_graph_batch`` and ``degree_excess`` only): a
+  cloud in which an atom keeps more than ``K`` neighbours (after
+  ``max_neighbors``) is refused by the count pass, before any of its edges
+  exist: ``NeighborLimitError`` lists every such cloud with one such atom and
+  its degree.  Coincident atoms (a broken structure) would otherwise need
+  ``n * (n - 1)`` edges.
 * **Validation.**  ``pos`` must be a real array of shape ``[N, 3]`` with only
   finite values; a NaN/inf raises ``ValueError`` naming the first offending
   atom index.  ``cutoff`` must be finite and ``> 0``.  ``N == 0`` gives an
@@ -89,12 +95,13 @@ from __future__ import annotations
 
 import math
 import operator
+from typing import NamedTuple
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["radius_graph", "radius_graph_batch"]
+__all__ = ["DEFAULT_MAX_DEGREE", "DegreeExcess", "NeighborLimitError", "degree_excess", "radius_graph", "radius_graph_batch"]
 
 #: clouds with at most this many atoms use brute force in ``radius_graph``
 BRUTE_MAX_ATOMS = 48
@@ -102,6 +109,12 @@ BRUTE_MAX_ATOMS = 48
 PARALLEL_MIN_ATOMS = 4096
 #: clouds in ``radius_graph_batch`` with at most this many atoms use brute force
 BATCH_BRUTE_MAX_ATOMS = 160
+#: the workflow's default ``max_degree``: an atom with more neighbours within the cutoff marks
+#: a broken structure (coincident or overlapping atoms).  At protein density (~0.058 heavy
+#: atoms per cubic Å, ~0.11 with hydrogens) a 4.5 Å ball holds ~22 heavy atoms (~43 with
+#: hydrogens) and at most ~60-80 even in dense packing; a Triangle cloud has at most 99
+#: neighbours (100 points)
+DEFAULT_MAX_DEGREE = 256
 
 _MARGIN = 1e-5  # relative enlargement of the cell side over the cutoff
 _MAX_CELLS_PER_DIM = float(2**31)
@@ -385,9 +398,13 @@ def _gather(s, nr, rs, re, order, sx, sy, sz, gx, gy, gz, gj):
 
 @njit(cache=True, nogil=True)
 def _count_cells(c0, c1, dense, nx, ny, nz, cell_start, order, sx, sy, sz,
-                 ccoord, hk, hv, mask, c2, deg):
+                 ccoord, hk, hv, mask, c2, deg, limit, over):
     """Full degree of every atom in cells [c0, c1) into deg[atom]; returns the
-    largest number of candidates of a cell (buffer size for the fill)."""
+    largest number of candidates of a cell (buffer size for the fill).
+
+    limit >= 0: stop at the first atom with more than limit neighbours and
+    record it in over (over[0] = atom, over[1] = its degree); the degrees of
+    the atoms not yet visited are then left unset."""
     cap = _max_candidates(c0, c1, dense, nx, ny, nz, cell_start, ccoord, hk,
                           hv, mask)
     rs = np.empty(27, np.int64)
@@ -416,6 +433,10 @@ def _count_cells(c0, c1, dense, nx, ny, nz, cell_start, order, sx, sy, sz,
                 d2 = dx * dx + dy * dy + dz * dz
                 cnt += 1 if d2 <= c2 else 0
             deg[order[k]] = cnt - 1  # minus the atom itself (d2 = 0 <= c2)
+            if limit >= 0 and cnt - 1 > limit:
+                over[0] = order[k]
+                over[1] = cnt - 1
+                return cap
     return cap
 
 
@@ -575,7 +596,8 @@ def _rg_cells_serial(x, y, z, cutoff, c2, kmax):
         return _rg_brute(x, y, z, c2, kmax)
     deg = np.empty(n, np.int64)
     cap = _count_cells(0, ncells, dense, nx, ny, nz, cell_start, order,
-                          sx, sy, sz, ccoord, hk, hv, mask, c2, deg)
+                       sx, sy, sz, ccoord, hk, hv, mask, c2, deg, -1,
+                       np.full(2, -1, np.int64))
     off = _offsets(deg, n, kmax)
     out = np.empty((2, off[n]), np.int64)
     _fill_cells(0, ncells, dense, nx, ny, nz, cell_start, order, sx, sy, sz,
@@ -610,10 +632,11 @@ def _rg_cells_parallel(x, y, z, cutoff, c2, kmax, nchunks):
     b = _chunk_bounds(cell_start, ncells, nchunks)
     deg = np.empty(n, np.int64)
     caps = np.zeros(nchunks, np.int64)
+    no_limit = np.full(2, -1, np.int64)
     for t in prange(nchunks):
         caps[t] = _count_cells(b[t], b[t + 1], dense, nx, ny, nz,
-                                  cell_start, order, sx, sy, sz, ccoord, hk,
-                                  hv, mask, c2, deg)
+                               cell_start, order, sx, sy, sz, ccoord, hk,
+                               hv, mask, c2, deg, -1, no_limit)
     off = _offsets(deg, n, kmax)
     out = np.empty((2, off[n]), np.int64)
     src = out[0]
@@ -630,17 +653,43 @@ def _rg_cells_parallel(x, y, z, cutoff, c2, kmax, nchunks):
 # many clouds
 # --------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
-def _cloud_count(x, y, z, cutoff, c2, kmax, deg):
-    """Degrees (k-limited) of one cloud into deg[:n]; returns their sum."""
+def _first_over(deg, n, limit, over):
+    """Record in over the first atom whose degree exceeds limit (>= 0);
+    returns whether there is one."""
+    if limit < 0:
+        return False
+    for i in range(n):
+        if deg[i] > limit:
+            over[0] = i
+            over[1] = deg[i]
+            return True
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _full_degrees(x, y, z, n, cutoff, c2, deg, limit, over):
+    """Degrees (not k-limited) of one cloud into deg[:n], by a cell list when
+    it has more than BATCH_BRUTE_MAX_ATOMS atoms.  Returns False when limit
+    >= 0 and an atom has more than limit neighbours (recorded in over, see
+    _count_cells; deg is then incomplete)."""
+    if n > BATCH_BRUTE_MAX_ATOMS:
+        (ok, dense, nx, ny, nz, ncells, cell_start, order, sx, sy, sz,
+         ccoord, hk, hv, mask) = _build_cells(x, y, z, n, cutoff)
+        if ok:
+            _count_cells(0, ncells, dense, nx, ny, nz, cell_start, order, sx,
+                         sy, sz, ccoord, hk, hv, mask, c2, deg, limit, over)
+            return over[0] < 0
+    _brute_count(x, y, z, n, c2, -1, deg)
+    return not _first_over(deg, n, limit, over)
+
+
+@njit(cache=True, nogil=True)
+def _cloud_count(x, y, z, cutoff, c2, kmax, deg, limit, over):
+    """Degrees (k-limited) of one cloud into deg[:n]; returns their sum, or -1
+    when an atom has more than limit (>= 0) neighbours (see _full_degrees)."""
     n = x.shape[0]
-    if n <= BATCH_BRUTE_MAX_ATOMS:
-        return _brute_count(x, y, z, n, c2, kmax, deg)
-    (ok, dense, nx, ny, nz, ncells, cell_start, order, sx, sy, sz,
-     ccoord, hk, hv, mask) = _build_cells(x, y, z, n, cutoff)
-    if not ok:
-        return _brute_count(x, y, z, n, c2, kmax, deg)
-    _count_cells(0, ncells, dense, nx, ny, nz, cell_start, order, sx, sy, sz,
-                 ccoord, hk, hv, mask, c2, deg)
+    if not _full_degrees(x, y, z, n, cutoff, c2, deg, limit, over):
+        return -1
     tot = 0
     for i in range(n):
         if kmax >= 0 and deg[i] > kmax:
@@ -694,12 +743,15 @@ def _batch_bounds(ptr, nb, nchunks):
 
 
 @njit(cache=True, nogil=True)
-def _brute_emit(x, y, z, n, c2, kmax, deg, buf, p, msk, dd, bufj, bufd):
+def _brute_emit(x, y, z, n, c2, kmax, deg, buf, p, msk, dd, bufj, bufd,
+                limit, over):
     """Edges of one small cloud by brute force, each distance computed once:
     the sorted (k-limited) sources of target i are appended to buf[p:] and
     their number stored in deg[i].  Returns the new end position.  buf must
     have room for n * n entries from p (the compaction writes one slot past
-    the last edge of a row).  Work buffers need n entries."""
+    the last edge of a row).  Work buffers need n entries.  limit >= 0: the
+    first atom with more than limit neighbours (before the k limit) is
+    recorded in over (the cloud is still processed: it is small)."""
     for i in range(n):
         xi = x[i]
         yi = y[i]
@@ -734,8 +786,11 @@ def _brute_emit(x, y, z, n, c2, kmax, deg, buf, p, msk, dd, bufj, bufd):
                 bufd[m] = dd[j]
                 m += msk[j]
             _rank_write(bufj, bufd, m, kmax, buf, p, True)
-            if m > kmax:
-                m = kmax
+        if limit >= 0 and m > limit and over[0] < 0:
+            over[0] = i
+            over[1] = m
+        if kmax >= 0 and m > kmax:
+            m = kmax
         deg[i] = m
         p += m
     return p
@@ -743,11 +798,13 @@ def _brute_emit(x, y, z, n, c2, kmax, deg, buf, p, msk, dd, bufj, bufd):
 
 @njit(cache=True, nogil=True)
 def _batch_pass1(b0, b1, xyz, ptr, cutoff, c2, kmax, deg, ecount, boff,
-                 bstart, buf):
+                 bstart, buf, limit, over):
     """Clouds [b0, b1): small clouds (brute force) get their edges computed
     once into buf (local sources, compact, starting at boff[b0]; cloud b at
     bstart[b]); larger clouds only get their degrees (cell-list count pass).
-    deg[atom] and ecount[b] are filled for all."""
+    deg[atom] and ecount[b] are filled for all.  limit >= 0: over[b] records
+    an atom of cloud b with more than limit neighbours (over[b, 0] = -1 if
+    none); such a cloud's degrees and edge count are not to be used."""
     nmax = 1
     for b in range(b0, b1):
         nmax = max(nmax, min(ptr[b + 1] - ptr[b], BATCH_BRUTE_MAX_ATOMS))
@@ -764,13 +821,13 @@ def _batch_pass1(b0, b1, xyz, ptr, cutoff, c2, kmax, deg, ecount, boff,
             bstart[b] = p
             p = _brute_emit(xyz[0, a0:a1], xyz[1, a0:a1], xyz[2, a0:a1], n,
                             c2, kmax, deg[a0:a1], buf, p, msk, dd, bufj,
-                            bufd)
+                            bufd, limit, over[b])
             ecount[b] = p - bstart[b]
         else:
             bstart[b] = -1
             ecount[b] = _cloud_count(xyz[0, a0:a1], xyz[1, a0:a1],
                                      xyz[2, a0:a1], cutoff, c2, kmax,
-                                     deg[a0:a1])
+                                     deg[a0:a1], limit, over[b])
 
 
 @njit(cache=True, nogil=True)
@@ -830,10 +887,28 @@ def _brute_bound_offsets(ptr, nb):
 
 @njit(cache=True, nogil=True, parallel=True)
 def _batch_pass1_parallel(bounds, xyz, ptr, cutoff, c2, kmax, deg, ecount,
-                          boff, bstart, buf):
+                          boff, bstart, buf, limit, over):
     for t in prange(bounds.shape[0] - 1):
         _batch_pass1(bounds[t], bounds[t + 1], xyz, ptr, cutoff, c2, kmax,
-                     deg, ecount, boff, bstart, buf)
+                     deg, ecount, boff, bstart, buf, limit, over)
+
+
+@njit(cache=True, nogil=True)
+def _batch_check(b0, b1, xyz, ptr, cutoff, c2, kmax, deg, limit, over):
+    """Count pass only over clouds [b0, b1): over[b] as in _batch_pass1."""
+    for b in range(b0, b1):
+        a0 = ptr[b]
+        a1 = ptr[b + 1]
+        _cloud_count(xyz[0, a0:a1], xyz[1, a0:a1], xyz[2, a0:a1], cutoff, c2,
+                     kmax, deg[a0:a1], limit, over[b])
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _batch_check_parallel(bounds, xyz, ptr, cutoff, c2, kmax, deg, limit,
+                          over):
+    for t in prange(bounds.shape[0] - 1):
+        _batch_check(bounds[t], bounds[t + 1], xyz, ptr, cutoff, c2, kmax,
+                     deg, limit, over)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -895,6 +970,79 @@ def _check_k(max_neighbors):
     return int(k)
 
 
+def _check_limit(max_degree) -> int:
+    """max_degree as an int >= 0, or -1 for None (no limit)."""
+    if max_degree is None:
+        return -1
+    if isinstance(max_degree, (bool, np.bool_)):
+        raise ValueError("max_degree must be None or an integer >= 0, got a bool")
+    try:
+        limit = operator.index(max_degree)
+    except TypeError:
+        raise ValueError(f"max_degree must be None or an integer >= 0, got {max_degree!r}") from None
+    if limit < 0:
+        raise ValueError(f"max_degree must be >= 0, got {limit}")
+    return int(limit)
+
+
+def _effective_limit(limit: int, kmax: int) -> int:
+    """The limit on the full degree that matters: none (-1) when the k limit
+    already keeps every atom at or below it."""
+    if limit < 0 or 0 <= kmax <= limit:
+        return -1
+    return limit
+
+
+class DegreeExcess(NamedTuple):
+    """A cloud refused by ``max_degree``: one of its atoms and that atom's
+    number of neighbours within the cutoff."""
+
+    cloud: int
+    atom: int
+    degree: int
+
+
+class NeighborLimitError(ValueError):
+    """Clouds with an atom of more than ``max_degree`` neighbours (coincident
+    or overlapping atoms): ``excess`` lists every such cloud of the batch, in
+    order; ``limit`` and ``cutoff`` are the settings."""
+
+    def __init__(self, excess: list[DegreeExcess], limit: int, cutoff: float):
+        self.excess = list(excess)
+        self.limit = int(limit)
+        self.cutoff = float(cutoff)
+        shown = "; ".join(f"cloud {e.cloud}: atom {e.atom} has {e.degree}" for e in self.excess[:5])
+        more = f" (and {len(self.excess) - 5} more clouds)" if len(self.excess) > 5 else ""
+        super().__init__(
+            f"{len(self.excess)} cloud(s) have an atom with more than max_degree = {self.limit} "
+            f"neighbours within {self.cutoff:g}: {shown}{more}"
+        )
+
+
+def _excess(over: np.ndarray) -> list[DegreeExcess]:
+    """The clouds over[b] marks (see _batch_pass1)."""
+    return [DegreeExcess(int(b), int(over[b, 0]), int(over[b, 1]))
+            for b in np.flatnonzero(over[:, 0] >= 0)]
+
+
+def _check_ptr(ptr, num_atoms: int) -> np.ndarray:
+    p = np.asarray(ptr)
+    if p.ndim != 1 or p.shape[0] < 1:
+        raise ValueError(f"ptr must be a 1-D array of length B + 1 >= 1, got shape {p.shape}")
+    if p.shape[0] and not np.issubdtype(p.dtype, np.integer):
+        raise ValueError(f"ptr must have an integer dtype, got {p.dtype}")
+    p = np.ascontiguousarray(p, dtype=np.int64)
+    if p[0] != 0 or p[-1] != num_atoms:
+        raise ValueError(
+            f"ptr must start at 0 and end at len(pos) = {num_atoms}, got "
+            f"ptr[0] = {int(p[0])}, ptr[-1] = {int(p[-1])}"
+        )
+    if p.shape[0] > 1 and (np.diff(p) < 0).any():
+        b = int(np.flatnonzero(np.diff(p) < 0)[0])
+        raise ValueError(f"ptr must be non-decreasing; ptr[{b + 1}] < ptr[{b}]")
+    return p
+
+
 _INDEX_DTYPES = (np.dtype(np.int16), np.dtype(np.int32), np.dtype(np.int64))
 
 
@@ -952,6 +1100,7 @@ def radius_graph_batch(
     cutoff: float,
     max_neighbors: int | None = None,
     dtype=np.int64,
+    max_degree: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Many small clouds at once: pos [sum N, 3] with CSR offsets ptr [B+1];
     returns (edge_index [2, E] with indices LOCAL to each cloud, edge_ptr [B+1]).
@@ -965,25 +1114,22 @@ def radius_graph_batch(
         smaller dtypes write 2x / 4x fewer bytes, which is most of the cost
         for many small clouds.  ``ValueError`` if the largest cloud's local
         indices do not fit.
+    max_degree : None (no limit) or int >= 0: refuse clouds in which an atom
+        would keep more than ``max_degree`` neighbours (after the
+        ``max_neighbors`` limit, so never when ``max_neighbors <=
+        max_degree``).  The count pass finds them before any edge is
+        allocated, stopping at the first such atom of a cell-list cloud
+        (thousands of coincident atoms cost time and memory linear in their
+        number, not quadratic); ``NeighborLimitError`` then lists every
+        refused cloud of the batch (``excess``), and the caller may drop them
+        and call again.
     """
     arr = _check_pos(pos)
     c = _check_cutoff(cutoff)
     kmax = _check_k(max_neighbors)
     dt = _check_index_dtype(dtype)
-    p = np.asarray(ptr)
-    if p.ndim != 1 or p.shape[0] < 1:
-        raise ValueError(f"ptr must be a 1-D array of length B + 1 >= 1, got shape {p.shape}")
-    if p.shape[0] and not np.issubdtype(p.dtype, np.integer):
-        raise ValueError(f"ptr must have an integer dtype, got {p.dtype}")
-    p = np.ascontiguousarray(p, dtype=np.int64)
-    if p[0] != 0 or p[-1] != arr.shape[0]:
-        raise ValueError(
-            f"ptr must start at 0 and end at len(pos) = {arr.shape[0]}, got "
-            f"ptr[0] = {int(p[0])}, ptr[-1] = {int(p[-1])}"
-        )
-    if p.shape[0] > 1 and (np.diff(p) < 0).any():
-        b = int(np.flatnonzero(np.diff(p) < 0)[0])
-        raise ValueError(f"ptr must be non-decreasing; ptr[{b + 1}] < ptr[{b}]")
+    limit = _effective_limit(_check_limit(max_degree), kmax)
+    p = _check_ptr(ptr, arr.shape[0])
     nb = p.shape[0] - 1
     if nb > 0:
         nmax = int(np.diff(p).max())
@@ -1010,12 +1156,15 @@ def radius_graph_batch(
     deg = np.empty(arr.shape[0], np.int64)
     ecount = np.empty(nb, np.int64)
     bstart = np.empty(nb, np.int64)
+    over = np.full((nb, 2), -1, np.int64)
     if nchunks > 1:
         _batch_pass1_parallel(bounds, xyz, p, c, c2, kmax, deg, ecount, boff,
-                              bstart, buf)
+                              bstart, buf, limit, over)
     else:
         _batch_pass1(0, nb, xyz, p, c, c2, kmax, deg, ecount, boff, bstart,
-                     buf)
+                     buf, limit, over)
+    if limit >= 0 and (over[:, 0] >= 0).any():
+        raise NeighborLimitError(_excess(over), limit, c)
     eptr = np.zeros(nb + 1, np.int64)
     np.cumsum(ecount, out=eptr[1:])
     out = np.empty((2, int(eptr[nb])), dt)
@@ -1026,3 +1175,34 @@ def radius_graph_batch(
         _batch_pass2(0, nb, xyz, p, c, c2, kmax, deg, eptr, bstart, buf,
                      out[0], out[1])
     return out, eptr
+
+
+def degree_excess(
+    pos: np.ndarray,
+    ptr: np.ndarray,
+    cutoff: float,
+    max_degree: int,
+    max_neighbors: int | None = None,
+) -> list[DegreeExcess]:
+    """The clouds ``radius_graph_batch(pos, ptr, cutoff, max_neighbors,
+    max_degree=max_degree)`` would refuse, by the count pass alone (no edge is
+    made): for code that builds the edges later, e.g. from parts of a cloud,
+    whose degrees are never larger than the whole cloud's."""
+    arr = _check_pos(pos)
+    c = _check_cutoff(cutoff)
+    kmax = _check_k(max_neighbors)
+    limit = _effective_limit(_check_limit(max_degree), kmax)
+    p = _check_ptr(ptr, arr.shape[0])
+    nb = p.shape[0] - 1
+    if limit < 0 or nb == 0 or arr.shape[0] == 0:
+        return []
+    xyz = np.ascontiguousarray(arr.T)
+    nchunks = min(numba.get_num_threads(), nb)
+    deg = np.empty(arr.shape[0], np.int64)
+    over = np.full((nb, 2), -1, np.int64)
+    if nchunks > 1:
+        _batch_check_parallel(_batch_bounds(p, nb, nchunks), xyz, p, c, c * c,
+                              kmax, deg, limit, over)
+    else:
+        _batch_check(0, nb, xyz, p, c, c * c, kmax, deg, limit, over)
+    return _excess(over)

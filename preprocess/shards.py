@@ -42,6 +42,11 @@ __all__ = [
     "MANIFEST_VERSION",
     "SUPPORTED_FORMAT_VERSIONS",
     "ShardFormatError",
+    "ShardIntegrityError",
+    "damaged_shards",
+    "shard_problems",
+    "split_problems",
+    "verify_split",
     "GraphBlock",
     "write_shard",
     "ShardReader",
@@ -268,8 +273,9 @@ def write_shard(path, block: GraphBlock, attrs: Mapping, compression: str | None
     max_n = int(np.diff(block.node_ptr).max()) if block.num_graphs else 0
     edge_dtype = np.int16 if max_n < INT16_MAX_NODES else np.int32
     root = {k: v for k, v in attrs.items()}
-    if root["max_neighbors"] is None:
-        root["max_neighbors"] = -1
+    for limit in ("max_neighbors", "max_degree"):  # None: no limit
+        if limit in root and root[limit] is None:
+            root[limit] = -1
     root.update({
         "format_version": FORMAT_VERSION,
         "num_graphs": block.num_graphs,
@@ -572,24 +578,112 @@ def read_manifest(path) -> dict:
     return manifest
 
 
-def verify_manifest(path) -> list[str]:
-    """Return a list of problems (missing files, wrong graph counts or checksums)."""
-    m = read_manifest(path)
-    root = Path(m["root"])
+#: manifest attrs a shard file must repeat: the settings its graphs were built with
+BUILD_ATTRS = ("task", "cutoff", "max_neighbors", "max_degree")
+_COUNTS = ("num_graphs", "num_nodes", "num_edges")
+
+
+class ShardIntegrityError(ShardFormatError):
+    """Shards disagree with their manifest: a file is missing, has another size, another format
+    version, other graph counts, other build settings or (full verification) another SHA-256."""
+
+
+def _file_problems(path: Path, entry: Mapping, attrs: Mapping) -> list[str]:
+    """What the HDF5 attributes of one shard say against its manifest entry and the manifest's
+    attrs (metadata only: no dataset is read)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            found = {k: _py(v) for k, v in f.attrs.items()}
+            ptr_len = f["node_ptr"].shape[0] if "node_ptr" in f else None
+    except OSError as exc:
+        return [f"{path}: not a readable HDF5 shard ({exc})"]
+    version = found.get("format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        return [f"{path}: shard format_version {version!r}, this reader supports {sorted(SUPPORTED_FORMAT_VERSIONS)}"]
+    problems = [f"{path}: {key} is {found.get(key)!r} in the file but {entry[key]!r} in the manifest"
+                for key in _COUNTS if key in entry and found.get(key) != entry[key]]
+    if ptr_len != int(found.get("num_graphs", -2)) + 1:
+        problems.append(f"{path}: node_ptr has {ptr_len} entries for {found.get('num_graphs')!r} graphs")
+    problems += [f"{path}: built with {key} = {found.get(key)!r} but the manifest says {attrs[key]!r}"
+                 for key in BUILD_ATTRS if key in attrs and found.get(key) != _stored(attrs[key])]
+    return problems
+
+
+def _stored(value):
+    """An attr value as ``write_shard`` stores it (None limits as -1)."""
+    return -1 if value is None else value
+
+
+def shard_problems(path, entry: Mapping, attrs: Mapping, full: bool = False) -> list[str]:
+    """Problems of one shard against its manifest entry (empty: none found): the file is present,
+    has the recorded size, format version, graph/node/edge counts and build settings (`attrs`:
+    the manifest's); with `full` also the recorded SHA-256 (reads the whole file)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return [f"{path}: missing (the manifest lists it)"]
+    if "size" in entry and size != entry["size"]:
+        return [f"{path}: {size} bytes but the manifest says {entry['size']} (truncated or replaced?)"]
     problems = []
-    for split, info in m["splits"].items():
-        for e in info["shards"]:
-            p = root / e["path"]
-            if not p.exists():
-                problems.append(f"{split}: missing {p}")
-                continue
-            if "sha256" in e and sha256_file(p) != e["sha256"]:
-                problems.append(f"{split}: checksum mismatch {p}")
-            try:
-                with ShardReader(p) as r:
-                    if len(r) != e["num_graphs"]:
-                        problems.append(f"{split}: {p} has {len(r)} graphs, manifest says "
-                                        f"{e['num_graphs']}")
-            except (OSError, ShardFormatError) as exc:
-                problems.append(f"{split}: {exc}")
+    if full and entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+        problems.append(f"{path}: checksum mismatch: its SHA-256 differs from the manifest's (changed after the build)")
+    return problems + _file_problems(path, entry, attrs)
+
+
+def split_problems(manifest: Mapping, split: str, full: bool = False) -> list[str]:
+    """Problems of one split of a manifest (from :func:`read_manifest`): its total against its
+    entries, then every shard (:func:`shard_problems`)."""
+    root = Path(manifest["root"])
+    info = manifest["splits"][split]
+    listed = sum(int(e["num_graphs"]) for e in info["shards"])
+    problems = []
+    if "num_graphs" in info and int(info["num_graphs"]) != listed:
+        problems.append(f"{root / 'manifest.json'}: split {split} has num_graphs {info['num_graphs']} but its "
+                        f"shards list {listed}")
+    attrs = manifest.get("attrs", {})
+    for entry in info["shards"]:
+        problems += shard_problems(root / entry["path"], entry, attrs, full)
+    return problems
+
+
+def verify_split(manifest: Mapping, split: str, full: bool = False) -> None:
+    """Raise ``ShardIntegrityError`` listing every problem of a split (see :func:`split_problems`)."""
+    problems = split_problems(manifest, split, full)
+    if problems:
+        shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise ShardIntegrityError(f"the {split} shards of {Path(manifest['root'])} do not match their manifest "
+                                  f"(rebuild the graphs):\n  {shown}")
+
+
+def verify_manifest(path, full: bool = True) -> list[str]:
+    """Return a list of problems of every split (missing files, other sizes, counts, build
+    settings; with `full` also checksums)."""
+    m = read_manifest(path)
+    return [f"{split}: {problem}" for split in m["splits"] for problem in split_problems(m, split, full)]
+
+
+def damaged_shards(graph_dir) -> list[str]:
+    """What a look at the file system alone (no file is opened) finds wrong with a finished
+    graph folder: no or an unreadable manifest, a listed shard missing or of another size than
+    recorded. Empty for a folder that does not exist (not built yet)."""
+    graph_dir = Path(graph_dir)
+    if not graph_dir.is_dir():
+        return []
+    try:
+        manifest = json.loads((graph_dir / "manifest.json").read_text())
+        entries = [(str(e["path"]), e.get("size")) for info in manifest["splits"].values() for e in info["shards"]]
+    except FileNotFoundError:
+        return ["manifest.json is missing"]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return [f"manifest.json is unreadable ({type(exc).__name__}: {exc})"]
+    problems = []
+    for rel, size in entries:
+        path = graph_dir / rel
+        if not path.is_file():
+            problems.append(f"{rel} is missing")
+        elif size is not None and path.stat().st_size != size:
+            problems.append(f"{rel} has {path.stat().st_size} bytes, the manifest says {size}")
     return problems

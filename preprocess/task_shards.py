@@ -14,19 +14,32 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from .atomic import write_json_atomic
-from .build import ShardTask, block_from_arrays, build_shards
+from .build import SPLIT_ORDER, ShardTask, block_from_arrays, build_shards, drop_dense_graphs
+from .neighbors import DEFAULT_MAX_DEGREE, DegreeExcess, NeighborLimitError, degree_excess
 from .readers import Sample
 from .readers.report import SkipReport
-from .build import SPLIT_ORDER
 from .shards import GraphBlock, ragged_from_lists
 
-__all__ = ["block_from_samples", "build_task_shards", "make_sample_block", "write_skip_report"]
+__all__ = ["DEFAULT_MAX_DEGREE", "GraphSettings", "block_from_samples", "build_task_shards", "make_sample_block",
+           "samples_block", "write_skip_report"]
+
+
+@dataclass(frozen=True)
+class GraphSettings:
+    """How a task's graphs are built: the cutoff, the neighbour cap, the degree guard, and whether the
+    shards store edges (``edges=False``: they are built when loading, PPI; only the guard runs)."""
+
+    cutoff: float
+    max_neighbors: int | None = None
+    max_degree: int | None = DEFAULT_MAX_DEGREE
+    edges: bool = True
 
 
 def _part_sizes(sample: Sample) -> tuple[int, ...]:
@@ -67,21 +80,37 @@ def _field_values(samples: Sequence[Sample], fields: Sequence) -> tuple[dict, di
     return columns, ragged
 
 
-def block_from_samples(samples: Sequence[Sample], fields: Sequence, cutoff: float | None,
-                       max_neighbors: int | None) -> GraphBlock:
-    """Samples -> GraphBlock; one batched neighbour search over every part of every sample,
-    edges only within each part (no edges at all when `cutoff` is None)."""
+def _parts(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The samples' parts back to back: ``pos`` float32 [sumN, 3], ``z`` int8 [sumN] and the
+    parts' CSR offsets [P+1]."""
     part_sizes = [n for s in samples for n in _part_sizes(s)]
     part_ptr = np.zeros(len(part_sizes) + 1, np.int64)
     np.cumsum(part_sizes, out=part_ptr[1:])
     pos = np.concatenate([s.pos for s in samples]).astype(np.float32) if samples else np.zeros((0, 3), np.float32)
     z = np.concatenate([s.z for s in samples]).astype(np.int8) if samples else np.zeros(0, np.int8)
-    y = np.zeros((len(part_sizes), 1), np.float32)
+    return pos, z, part_ptr
+
+
+def _part_owners(samples: Sequence[Sample]) -> np.ndarray:
+    """The sample of each part [P] (see :func:`_parts`)."""
+    return np.repeat(np.arange(len(samples)), [len(_part_sizes(s)) for s in samples])
+
+
+def block_from_samples(samples: Sequence[Sample], fields: Sequence, cutoff: float | None,
+                       max_neighbors: int | None, max_degree: int | None = None) -> GraphBlock:
+    """Samples -> GraphBlock; one batched neighbour search over every part of every sample,
+    edges only within each part (no edges at all when `cutoff` is None). A part with an atom of
+    more than `max_degree` neighbours raises ``NeighborLimitError`` (its ``cloud`` numbers the
+    parts; see :func:`dense_samples`)."""
+    pos, z, part_ptr = _parts(samples)
+    num_parts = len(part_ptr) - 1
+    y = np.zeros((num_parts, 1), np.float32)
     if cutoff is None:
         parts_block = GraphBlock(node_ptr=part_ptr, edge_ptr=np.zeros_like(part_ptr), pos=pos, z=z,
-                                 edge_index=np.zeros((2, 0), np.int64), y=y, ids=[""] * len(part_sizes))
+                                 edge_index=np.zeros((2, 0), np.int64), y=y, ids=[""] * num_parts)
     else:
-        parts_block = block_from_arrays(pos, z, part_ptr, y, [""] * len(part_sizes), cutoff, max_neighbors)
+        parts_block = block_from_arrays(pos, z, part_ptr, y, [""] * num_parts, cutoff, max_neighbors,
+                                        max_degree=max_degree)
     columns, ragged = _field_values(samples, fields)
     return merge_parts(parts_block, [len(_part_sizes(s)) for s in samples], _labels(samples),
                        [s.id for s in samples], columns, ragged)
@@ -104,15 +133,54 @@ def merge_parts(block: GraphBlock, parts_per_sample: list[int], y: np.ndarray, i
                       y=y, ids=ids, columns=columns, ragged=ragged)
 
 
-def make_sample_block(shard: ShardTask, source, reader: Callable, fields: Sequence, cutoff: float | None,
-                      max_neighbors: int | None, strict: bool, options: Mapping[str, Any]) -> tuple[GraphBlock, dict]:
+def dense_samples(excess: Sequence[DegreeExcess], samples: Sequence[Sample]) -> dict[int, DegreeExcess]:
+    """Sample index -> the first excess among its parts, from the parts' ``DegreeExcess`` es."""
+    owner = _part_owners(samples)
+    out: dict[int, DegreeExcess] = {}
+    for e in excess:
+        out.setdefault(int(owner[e.cloud]), e)
+    return out
+
+
+def _drop_dense(samples: list[Sample], excess: Sequence[DegreeExcess], graphs: GraphSettings, strict: bool,
+                report: SkipReport) -> list[Sample]:
+    """The samples without those `excess` names (strict: ``DenseGraphError`` naming the first)."""
+    dense = drop_dense_graphs(dense_samples(excess, samples), [s.id for s in samples], graphs.cutoff,
+                              int(graphs.max_degree), strict, report)
+    return [s for k, s in enumerate(samples) if k not in dense]
+
+
+def samples_block(samples: list[Sample], fields: Sequence, graphs: GraphSettings, strict: bool,
+                  report: SkipReport) -> GraphBlock:
+    """The block of the samples whose graphs respect ``graphs.max_degree``; the others are left
+    out and counted as ``too_many_neighbors`` (strict: an error naming the first). Checked by the
+    neighbour search's count pass before any edge is allocated: with stored edges the search is
+    repeated without the refused samples; without (PPI: edges are built when loading, within
+    subsets of each part, whose degrees are never larger) only the count pass runs."""
+    limited = graphs.max_degree is not None and graphs.max_degree >= 0
+    if not graphs.edges:
+        if limited:
+            pos, _, part_ptr = _parts(samples)
+            excess = degree_excess(pos, part_ptr, graphs.cutoff, graphs.max_degree, graphs.max_neighbors)
+            samples = _drop_dense(samples, excess, graphs, strict, report)
+        return block_from_samples(samples, fields, None, graphs.max_neighbors)
+    limit = graphs.max_degree if limited else None
+    try:
+        return block_from_samples(samples, fields, graphs.cutoff, graphs.max_neighbors, limit)
+    except NeighborLimitError as exc:
+        kept = _drop_dense(samples, exc.excess, graphs, strict, report)
+        return block_from_samples(kept, fields, graphs.cutoff, graphs.max_neighbors, limit)
+
+
+def make_sample_block(shard: ShardTask, source, reader: Callable, fields: Sequence, graphs: GraphSettings,
+                      strict: bool, options: Mapping[str, Any]) -> tuple[GraphBlock, dict]:
     """Read one shard task's records, turn them into samples, build their graphs; return the
     block and the shard's skip report."""
     report = SkipReport()
     samples = [sample
                for index, record in source.records(shard.payload, report, strict)
                for sample in reader(record, index, strict=strict, report=report, **options)]
-    return block_from_samples(samples, fields, cutoff, max_neighbors), report.to_dict()
+    return samples_block(samples, fields, graphs, strict, report), report.to_dict()
 
 
 def write_skip_report(out_dir: Path, manifest: dict, before: SkipReport | None = None) -> dict:
@@ -131,31 +199,38 @@ def write_skip_report(out_dir: Path, manifest: dict, before: SkipReport | None =
 def build_task_shards(task, location, out_dir, cutoff: float, max_neighbors: int | None = None,
                       shard_size: int = 1000, workers: int = 1, scheduler: str | None = None,
                       threads: int = 1, strict: bool = False, options: Mapping[str, Any] | None = None,
-                      progress: bool = True, slurm: dict | None = None, compression: str | None = None) -> dict:
+                      progress: bool = True, slurm: dict | None = None, compression: str | None = None,
+                      max_degree: int | None = DEFAULT_MAX_DEGREE) -> dict:
     """Shard a declared task's data at `location` (an extracted download, a raw Triangle file,
     a structure folder); returns the manifest.
 
     `options` are the task's config keys its source and reader read (``max_records``, the
-    LBA ``split``, a folder's ``labels`` ...).
+    LBA ``split``, a folder's ``labels`` ...). A structure with an atom of more than
+    `max_degree` neighbours within the cutoff (None or < 0: no limit) is left out and counted as
+    ``too_many_neighbors`` (strict: an error naming it), before its edges are made.
     """
     options = dict(options or {})
     out_dir = Path(out_dir)
     task = task.for_section(options)
     source = task.source
+    if max_degree is not None and max_degree < 0:
+        max_degree = None
     attrs = {"task": task.name, "cutoff": float(cutoff),
              "max_neighbors": -1 if max_neighbors is None else int(max_neighbors),
+             "max_degree": -1 if max_degree is None else int(max_degree),
              "source": f"{task.name} from {Path(location).resolve()}",
              "label_kind": task.label.kind, "label_names": json.dumps(list(task.label.names)),
              "edges": "stored" if task.edges_in_shards else "built when loaded"}
     if hasattr(source, "attrs"):
         attrs.update(source.attrs(location, options))
     if hasattr(source, "block_maker"):
-        make_block = source.block_maker(location, cutoff=float(cutoff), max_neighbors=max_neighbors)
+        make_block = source.block_maker(location, cutoff=float(cutoff), max_neighbors=max_neighbors,
+                                        max_degree=max_degree, strict=strict)
     else:
         reader_options = {k: options[k] for k in getattr(task, "reader_options", ()) if k in options}
+        graphs = GraphSettings(float(cutoff), max_neighbors, max_degree, edges=task.edges_in_shards)
         make_block = functools.partial(make_sample_block, source=source, reader=task.reader, fields=task.fields,
-                                       cutoff=float(cutoff) if task.edges_in_shards else None,
-                                       max_neighbors=max_neighbors, strict=strict, options=reader_options)
+                                       graphs=graphs, strict=strict, options=reader_options)
     before = None
     if hasattr(source, "plan"):
         shard_tasks, planned, before = source.plan(location, shard_size, options, out_dir)

@@ -257,11 +257,14 @@ def read_raw_attrs(path) -> dict:
 # the raw file as the Triangle task's source of shards
 # --------------------------------------------------------------------------------------------
 def triangle_make_block(shard, raw_path: str, cutoff: float, max_neighbors: int | None = None,
-                        graph_fn=None):
-    """Read one shard task's clouds from the raw file (opened read-only here) -> GraphBlock."""
+                        graph_fn=None, max_degree: int | None = None, strict: bool = False):
+    """Read one shard task's clouds from the raw file (opened read-only here) -> GraphBlock, or
+    ``(GraphBlock, skip report)`` when clouds with an atom of more than `max_degree` neighbours
+    were left out (strict: ``DenseGraphError``)."""
     import h5py
 
-    from .build import block_from_arrays
+    from .build import block_from_arrays, drop_dense_graphs
+    from .neighbors import NeighborLimitError
 
     idx = np.asarray(shard.payload, dtype=np.int64)
     lo, hi = int(idx[0]), int(idx[-1]) + 1
@@ -269,11 +272,23 @@ def triangle_make_block(shard, raw_path: str, cutoff: float, max_neighbors: int 
         pos = f["pos"][lo:hi][idx - lo]
         z = f["z"][lo:hi][idx - lo]
         y = f["y"][lo:hi][idx - lo]
-    num_graphs, n = z.shape
-    node_ptr = np.arange(num_graphs + 1, dtype=np.int64) * n
     ids = [f"triangle-{k:06d}" for k in idx.tolist()]
-    return block_from_arrays(pos.reshape(-1, 3), z.reshape(-1), node_ptr, y, ids, cutoff,
-                             max_neighbors, None, graph_fn)
+
+    def block(keep: np.ndarray):
+        n = z.shape[1]
+        node_ptr = np.arange(len(keep) + 1, dtype=np.int64) * n
+        return block_from_arrays(pos[keep].reshape(-1, 3), z[keep].reshape(-1), node_ptr, y[keep],
+                                 [ids[k] for k in keep], cutoff, max_neighbors, None, graph_fn, max_degree)
+
+    keep = np.arange(len(ids))
+    try:
+        return block(keep)
+    except NeighborLimitError as exc:
+        from .readers.report import SkipReport
+
+        report = SkipReport()
+        dense = drop_dense_graphs({e.cloud: e for e in exc.excess}, ids, cutoff, exc.limit, strict, report)
+        return block(np.array([k for k in keep if k not in dense], dtype=np.int64)), report.to_dict()
 
 
 class TriangleRaw:
@@ -323,10 +338,12 @@ class TriangleRaw:
             "raw_min_dist": float(raw["min_dist"]),
         }
 
-    def block_maker(self, location, cutoff: float, max_neighbors: int | None = None, graph_fn=None):
+    def block_maker(self, location, cutoff: float, max_neighbors: int | None = None, graph_fn=None,
+                    max_degree: int | None = None, strict: bool = False):
         """``make_block(shard) -> GraphBlock`` for the Dask tasks (picklable)."""
         import functools
         from pathlib import Path
 
         return functools.partial(triangle_make_block, raw_path=str(Path(location).resolve()),
-                                 cutoff=float(cutoff), max_neighbors=max_neighbors, graph_fn=graph_fn)
+                                 cutoff=float(cutoff), max_neighbors=max_neighbors, graph_fn=graph_fn,
+                                 max_degree=max_degree, strict=strict)

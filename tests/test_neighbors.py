@@ -361,3 +361,98 @@ def test_batch_dtype_too_small_for_cloud():
     pos = np.zeros((n + 1, 3))
     with pytest.raises(ValueError, match="dtype"):
         radius_graph_batch(pos, np.array([0, 1, n + 1]), 1.0, dtype=np.int16)
+
+
+# --------------------------------------------------------------------------
+# max_degree: clouds with an atom of too many neighbours are refused by the
+# count pass, before any of their edges exist
+# --------------------------------------------------------------------------
+def _concat(clouds):
+    ptr = np.concatenate([[0], np.cumsum([len(c) for c in clouds])]).astype(np.int64)
+    pos = np.concatenate(clouds) if clouds else np.zeros((0, 3))
+    return pos, ptr
+
+
+def _ref_max_degree(pos, cutoff, k=None):
+    if len(pos) == 0:
+        return 0
+    adj = _d2(pos) <= float(cutoff) * float(cutoff)
+    np.fill_diagonal(adj, False)
+    deg = adj.sum(axis=1)
+    return int(deg.max() if k is None else np.minimum(deg, k).max())
+
+
+@SETTINGS
+@given(sizes=st.lists(st.integers(0, 220), min_size=1, max_size=6),
+       seed=st.integers(0, 2**32 - 1), limit=st.integers(0, 40),
+       k=st.one_of(st.none(), st.integers(0, 60)))
+def test_max_degree_refuses_exactly_the_clouds_over_it(sizes, seed, limit, k):
+    """Brute-force (<= 160 atoms) and cell-list clouds alike: refused iff an atom keeps more
+    than `limit` neighbours after the k limit; the others' graphs are unchanged."""
+    rng = np.random.default_rng(seed)
+    clouds = [rng.uniform(0, rng.uniform(2, 12), (n, 3)) for n in sizes]
+    pos, ptr = _concat(clouds)
+    over = [b for b, c in enumerate(clouds) if _ref_max_degree(c, 3.0, k) > limit]
+    found = nbm.degree_excess(pos, ptr, 3.0, limit, k)
+    assert [e.cloud for e in found] == over
+    for e in found:  # the atom named has the degree named, and it is over the limit
+        c = clouds[e.cloud]
+        assert (_d2(c)[e.atom] <= 9.0).sum() - 1 == e.degree > limit
+    if over:
+        with pytest.raises(nbm.NeighborLimitError) as ei:
+            radius_graph_batch(pos, ptr, 3.0, k, max_degree=limit)
+        assert ei.value.excess == found and ei.value.limit == limit
+    else:
+        got = radius_graph_batch(pos, ptr, 3.0, k, max_degree=limit)
+        want = radius_graph_batch(pos, ptr, 3.0, k)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("n", [100, 5000])  # brute force, cell list
+def test_coincident_atoms_are_refused_with_the_atom_and_its_degree(n):
+    rng = np.random.default_rng(5)
+    good = rng.uniform(0, 40, (400, 3))
+    blob = np.vstack([np.full((n, 3), 7.5), rng.uniform(20, 40, (30, 3))])
+    pos, ptr = _concat([good, blob, good[:50]])
+    with pytest.raises(nbm.NeighborLimitError, match=f"cloud 1: atom 0 has {n - 1}") as ei:
+        radius_graph_batch(pos, ptr, 4.5, max_degree=64, dtype=np.int32)
+    assert ei.value.excess == [nbm.DegreeExcess(1, 0, n - 1)]
+    assert "max_degree = 64" in str(ei.value) and "4.5" in str(ei.value)
+    # the limit is on the degree kept: a k limit at or below it never refuses
+    ei8, ep8 = radius_graph_batch(pos, ptr, 4.5, 8, max_degree=64)
+    np.testing.assert_array_equal(ei8, radius_graph_batch(pos, ptr, 4.5, 8)[0])
+    assert np.diff(ep8)[1] >= 8 * n  # every blob atom keeps 8
+    with pytest.raises(nbm.NeighborLimitError):
+        radius_graph_batch(pos, ptr, 4.5, 65, max_degree=64)
+
+
+@pytest.mark.parametrize("n", [60, 1000])
+def test_max_degree_is_inclusive(n):
+    pos, ptr = _concat([np.zeros((n, 3))])  # every atom has n - 1 neighbours
+    ei, _ = radius_graph_batch(pos, ptr, 1.0, max_degree=n - 1)
+    assert ei.shape[1] == n * (n - 1)
+    with pytest.raises(nbm.NeighborLimitError):
+        radius_graph_batch(pos, ptr, 1.0, max_degree=n - 2)
+
+
+def test_a_huge_coincident_cloud_is_refused_in_linear_time():
+    """The count pass stops at the first atom over the limit: 200,000 atoms on one spot (4e10
+    pairs, 320 GB of int32 edges) are refused at once (0.3 s; minutes without the stop)."""
+    import time
+
+    small, small_ptr = _concat([np.zeros((500, 3))])
+    with pytest.raises(nbm.NeighborLimitError):  # compiled already, or now
+        radius_graph_batch(small, small_ptr, 4.5, max_degree=256)
+    pos, ptr = _concat([np.random.default_rng(0).uniform(0, 50, (1000, 3)), np.full((200_000, 3), 3.0)])
+    t0 = time.perf_counter()
+    with pytest.raises(nbm.NeighborLimitError, match="atom 0 has 199999"):
+        radius_graph_batch(pos, ptr, 4.5, max_degree=256)
+    assert nbm.degree_excess(pos, ptr, 4.5, 256) == [nbm.DegreeExcess(1, 0, 199_999)]
+    assert time.perf_counter() - t0 < 10.0
+
+
+@pytest.mark.parametrize("bad", [-1, 2.5, True, "8"])
+def test_bad_max_degree(bad):
+    with pytest.raises(ValueError, match="max_degree"):
+        radius_graph_batch(np.zeros((3, 3)), np.array([0, 3]), 1.0, max_degree=bad)

@@ -33,6 +33,8 @@ from torch.utils.data import Dataset
 
 from preprocess.shards import ShardReader, read_manifest
 
+from .shard_dataset import check_split
+
 __all__ = ["PairDataset", "PairSampling", "draw_pairs", "num_drawn"]
 
 #: complexes with at most this many candidate pairs are enumerated, larger ones rejection-sampled
@@ -117,17 +119,22 @@ class PairDataset(Dataset):
     ``center_index1`` and ``id`` = ``"<complex id>/<chain:residue>-<chain:residue>"``.
     """
 
-    def __init__(self, manifest_path, split: str, sampling: PairSampling, seed: int, cache_size: int = 64):
-        from preprocess.neighbors import radius_graph_batch
+    def __init__(self, manifest_path, split: str, sampling: PairSampling, seed: int, cache_size: int = 64,
+                 verify: str = "cheap"):
+        from preprocess.neighbors import DEFAULT_MAX_DEGREE, radius_graph_batch
 
         self._radius_graph = radius_graph_batch
         self.manifest = read_manifest(manifest_path)
         if split not in self.manifest["splits"]:
             raise KeyError(f"split {split!r} not in {manifest_path}")
+        check_split(self.manifest, split, verify)
         self.split, self.sampling, self.seed = split, sampling, int(seed)
         attrs = self.manifest.get("attrs", {})
         self.cutoff = float(attrs["cutoff"])
         self.max_neighbors = None if int(attrs.get("max_neighbors", -1)) < 0 else int(attrs["max_neighbors"])
+        # the build left out complexes over the limit; shards built before it had one get the default
+        self.max_degree = None if int(attrs.get("max_degree", DEFAULT_MAX_DEGREE)) < 0 else int(
+            attrs.get("max_degree", DEFAULT_MAX_DEGREE))
         root = Path(self.manifest["root"])
         self._readers = [ShardReader(root / e["path"]) for e in self.manifest["splits"][split]["shards"]]
         sizes = []  # (shard, index in shard, positives, residues of partner 0, of partner 1)
@@ -205,16 +212,31 @@ class PairDataset(Dataset):
         pos = np.concatenate([pos0[rows0], pos1[rows1]]).astype(np.float32)
         z = np.concatenate([graph["z"][:n0][rows0], graph["z"][n0:][rows1]]).astype(np.int64)
         ptr = np.array([0, len(rows0), len(rows0) + len(rows1)], np.int64)
-        edge_index, edge_ptr = self._radius_graph(pos, ptr, self.cutoff, self.max_neighbors)
+        res0, res1 = reader.read_ragged("res0", j)[r0], reader.read_ragged("res1", j)[r1]
+        edge_index, edge_ptr = self._pair_edges(pos, ptr, graph["id"], f"{res0}-{res1}", reader.path)
         edge_index = edge_index.astype(np.int64)
         edge_index[:, edge_ptr[1]:] += len(rows0)  # part 1's local indices follow part 0's atoms
-        res0, res1 = reader.read_ragged("res0", j)[r0], reader.read_ragged("res1", j)[r1]
         data = Data(z=torch.from_numpy(z), pos=torch.from_numpy(pos), edge_index=torch.from_numpy(edge_index),
                     y=torch.tensor([int(labels[k])], dtype=torch.long), id=f"{graph['id']}/{res0}-{res1}",
                     center_index0=torch.tensor(c0, dtype=torch.long),
                     center_index1=torch.tensor(len(rows0) + c1, dtype=torch.long))
         data.num_nodes = len(z)
         return data
+
+    def _pair_edges(self, pos: np.ndarray, ptr: np.ndarray, complex_id: str, pair: str,
+                    shard: str) -> tuple[np.ndarray, np.ndarray]:
+        """The radius graphs of a pair's two neighbourhoods; a neighbourhood with an atom of more
+        than ``max_degree`` neighbours is an error naming the complex (the build leaves such
+        complexes out: this is reached only with shards built without the limit)."""
+        from preprocess.build import DenseGraphError, dense_graph_message
+        from preprocess.neighbors import NeighborLimitError
+
+        try:
+            return self._radius_graph(pos, ptr, self.cutoff, self.max_neighbors, max_degree=self.max_degree)
+        except NeighborLimitError as exc:
+            first = exc.excess[0]
+            raise DenseGraphError(f"PPI pair {pair} of partner {first.cloud}'s neighbourhood in {shard}: "
+                                  + dense_graph_message(complex_id, first, self.cutoff, exc.limit)) from None
 
     def close(self) -> None:
         for r in self._readers:

@@ -10,9 +10,22 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from preprocess.shards import ShardReader, read_manifest
+from preprocess.shards import ShardReader, read_manifest, verify_split
 
-__all__ = ["ShardDataset"]
+__all__ = ["VERIFY_LEVELS", "ShardDataset", "check_split"]
+
+#: how much opening a split checks of its shards: nothing; presence, size, format version,
+#: counts and build settings (metadata only); all that and each file's SHA-256
+VERIFY_LEVELS = ("none", "cheap", "full")
+
+
+def check_split(manifest: dict, split: str, verify: str) -> None:
+    """Verify the shards of one split of a loaded manifest at level `verify` (see
+    ``VERIFY_LEVELS``); ``ShardIntegrityError`` names each file and what is wrong."""
+    if verify not in VERIFY_LEVELS:
+        raise ValueError(f"verify must be one of {VERIFY_LEVELS}, got {verify!r}")
+    if verify != "none":
+        verify_split(manifest, split, full=verify == "full")
 
 
 class ShardDataset(Dataset):
@@ -29,14 +42,21 @@ class ShardDataset(Dataset):
     Graph order: shards in manifest order, graphs in file order. Files are opened lazily,
     one handle per shard per process (fork-safe, so DataLoader workers open their own); at
     most ``max_open_files`` handles stay open per process (least recently used are closed).
+
+    Opening checks every shard of the split against the manifest (``verify="cheap"``: present,
+    of the recorded size, format version, graph counts, cutoff and other build settings, from
+    the files' metadata; ``"full"`` adds each file's SHA-256; ``"none"`` skips it): a shard that
+    disagrees is a ``ShardIntegrityError`` naming it, never a silent loss of graphs.
     """
 
-    def __init__(self, manifest_path, split: str, transform=None, max_open_files: int = 256):
+    def __init__(self, manifest_path, split: str, transform=None, max_open_files: int = 256,
+                 verify: str = "cheap"):
         self.manifest_path = str(manifest_path)
         self.manifest = read_manifest(manifest_path)
         if split not in self.manifest["splits"]:
             raise KeyError(f"split {split!r} not in {self.manifest_path} "
                            f"(has {sorted(self.manifest['splits'])})")
+        check_split(self.manifest, split, verify)
         self.split = split
         self.transform = transform
         root = Path(self.manifest["root"])

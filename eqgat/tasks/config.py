@@ -70,6 +70,10 @@ def _section_schema(task: TaskSpec, model_names: list[str]) -> dict[str, Any]:
                 "cutoff": {"type": "number", "exclusiveMinimum": 0, "description": "radius-graph cutoff in Å (the model's too)"},
                 "max_neighbors": {"type": ["integer", "null"], "minimum": 1,
                                   "description": "keep only the k nearest neighbours (null = exact radius graph)"},
+                "max_degree": {"type": ["integer", "null"], "minimum": 1,
+                               "description": "a structure with an atom of more neighbours (after max_neighbors) is "
+                                              "skipped and counted as too_many_neighbors, or an error when strict; "
+                                              "coincident atoms would otherwise need n² edges (null = no limit)"},
             }},
             "model": {"type": "object", "additionalProperties": False, "properties": {
                 "overrides": {"type": "object", "propertyNames": {"enum": model_names},

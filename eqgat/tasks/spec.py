@@ -12,6 +12,8 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from preprocess.neighbors import DEFAULT_MAX_DEGREE
+
 __all__ = [
     "FIELD_KINDS", "LABEL_KINDS", "READOUTS", "Field", "Label", "Metric", "Source", "TaskSpec",
     "atom3d_protocol", "train_protocol",
@@ -225,6 +227,7 @@ def train_protocol(epochs: int, batch_size: int, lr: float = 1e-4, **other: Any)
 
 
 def atom3d_protocol(epochs: int, batch_size: int, **train: Any) -> dict[str, Any]:
-    """Config section of an ATOM3D task: 4.5 Å exact radius graphs, the authors' training."""
-    return {"graph": {"cutoff": 4.5, "max_neighbors": None}, "model": {"overrides": {}},
+    """Config section of an ATOM3D task: 4.5 Å exact radius graphs (a structure with an atom of more
+    than ``DEFAULT_MAX_DEGREE`` neighbours is skipped), the authors' training."""
+    return {"graph": {"cutoff": 4.5, "max_neighbors": None, "max_degree": DEFAULT_MAX_DEGREE}, "model": {"overrides": {}},
             "train": train_protocol(epochs, batch_size, **train), "strict": False, "max_records": None}

@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from eqgat import metrics as M
+from preprocess.neighbors import DEFAULT_MAX_DEGREE
 from preprocess.triangle import TARGET_NAMES, TriangleRaw
 
 from .spec import Label, Metric, TaskSpec, train_protocol
@@ -41,7 +42,8 @@ TASK = TaskSpec(
     model_presets={"segnn": {"hidden_tensors": 7}},
     protocol={
         "data": {"num_clouds": 50_000, "seed": 2022, "num_points": 100, "radius": 10.0, "min_dist": 2.0},
-        "graph": {"cutoff": 10.0, "max_neighbors": None},
+        # at most 99 neighbours with 100 points: raise max_degree with num_points above 257
+        "graph": {"cutoff": 10.0, "max_neighbors": None, "max_degree": DEFAULT_MAX_DEGREE},
         "model": {"overrides": {}},
         "train": train_protocol(epochs=50, batch_size=64),
     },

@@ -28,6 +28,7 @@ MISSING_FILE = "missing_file"          # structures: a labels CSV row names no f
 UNSUPPORTED_FORMAT = "unsupported_format"  # structures: not .pdb/.ent/.cif/.mmcif (optionally .gz)
 INVALID_LABEL = "invalid_label"        # structures: a regression label that is not a finite number
 UNLABELLED_FILE = "unlabelled_file"    # structures: a structure file with no labels CSV row (not used)
+TOO_MANY_NEIGHBORS = "too_many_neighbors"  # graphs: an atom has more than graph.max_degree neighbours
 
 # Non-fatal notes
 UNKNOWN_ELEMENT = "unknown_element_atoms"  # atoms mapped to 'other' (counted, kept)

@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import min_version
 
 from eqgat.models import MODELS
@@ -10,6 +11,7 @@ from eqgat.provenance import code_version as stage_code_version
 from eqgat.tasks import TASKS
 from eqgat.tasks.config import validate_config
 from preprocess.download import archives
+from preprocess.shards import damaged_shards
 
 min_version("9.0")
 
@@ -143,3 +145,21 @@ def train_section(task, model):
 def dask_slurm():
     slurm = config["preprocess"].get("slurm")
     return json.dumps(slurm, sort_keys=True) if slurm else ""
+
+
+def graph_dir(task):
+    return f"{RESULTS}/{task}/graphs"
+
+
+def graph_check(wildcards):
+    """The stamp a task's graphs are built after (an input of build_graphs). When the finished
+    graph folder is damaged (no manifest, a listed shard missing or of another size), the stamp
+    is rewritten now, naming the damage: being newer than the folder, it makes Snakemake rebuild
+    the graphs (and then what depends on them). Runs while the DAG is built, dry runs included."""
+    stamp = Path(f"{RESULTS}/{wildcards.task}/graphs.check")
+    problems = damaged_shards(graph_dir(wildcards.task))
+    if problems and stamp.exists():
+        note = f"{graph_dir(wildcards.task)} is damaged: " + "; ".join(problems[:10])
+        logger.warning(f"{note}: the graphs will be rebuilt")
+        stamp.write_text(f"{note}\n")
+    return str(stamp)
