@@ -2,8 +2,8 @@
 bfloat16 mixed precision, on the default Triangle task and on a PSR-sized ATOM3D dataset.
 
 Each run is ``python -m eqgat train`` in a fresh run directory (so nothing resumes), with the
-workflow's settings for the task (config/config.yaml: batch size, learning rate, the paper
-preset). The epoch times come from the run's ``log.csv`` (training + validation pass). The
+workflow's settings for the task (its protocol with config/config.yaml laid over it: batch
+size, learning rate, model). The epoch times come from the run's ``log.csv`` (training + validation pass). The
 first epoch carries the start-up (CUDA context, Numba/PyTorch warm-up) and is reported apart;
 "epoch" is the median of the others.
 

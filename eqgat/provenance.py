@@ -27,19 +27,39 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
               "preprocess/shards.py", "preprocess/neighbors.py", *_TASK_COMMON),
     "evaluate": ("eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks/losses.py", "eqgat/metrics.py",
                  "preprocess/shards.py", "preprocess/neighbors.py", *_TASK_COMMON),
-    "aggregate": ("eqgat/aggregate.py", "eqgat/paper.py", *_TASK_COMMON),
+    "aggregate": ("eqgat/aggregate.py", "eqgat/plots.py", "eqgat/paper.py", "eqgat/metrics.py", *_TASK_COMMON),
+    "predict": ("eqgat/predict.py", "eqgat/nn", "eqgat/models", "eqgat/train/checkpoint.py", "eqgat/train/evaluate.py",
+                "preprocess/readers/structures.py", "preprocess/neighbors.py", "preprocess/elements.py"),
 }
 
 #: stages whose hash also covers the data-reading code of each task (reader and source)
 _READING_STAGES = ("graphs",)
 
 
+def _declaration_files(task_name: str) -> list[Path]:
+    """The module declaring a task and the other task modules it takes parts from (RSR's
+    metrics are PSR's)."""
+    import sys
+
+    from eqgat.tasks import task_module_file
+
+    path = task_module_file(task_name)
+    module = next(m for m in list(sys.modules.values()) if getattr(m, "__file__", None) == str(path))
+    files = [path]
+    for value in vars(module).values():
+        owner = getattr(value, "__module__", None) or ""
+        if owner.startswith("eqgat.tasks.") and owner != module.__name__ and owner in sys.modules:
+            files.append(Path(sys.modules[owner].__file__))
+    return files
+
+
 def task_files(task_name: str, stage: str, root: Path = SOURCE_ROOT) -> list[Path]:
-    """A task's own files for a stage: its declaration, and for the graphs its reader and source."""
-    from eqgat.tasks import get_task, task_module_file
+    """A task's own files for a stage: its declaration (and the task modules it draws on), and
+    for the graphs its reader and source."""
+    from eqgat.tasks import get_task
 
     task = get_task(task_name)
-    files = [task_module_file(task_name)]
+    files = _declaration_files(task_name)
     if stage in _READING_STAGES:
         for obj in (task.reader, type(task.source)):
             if obj is not None:

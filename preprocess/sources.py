@@ -151,11 +151,12 @@ class StructureFolder:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         write_split_csv(Path(out_dir) / "split.csv", entries)
         index = {c: i for i, c in enumerate(classes or [])}
+        max_records = options.get("max_records")
         tasks = []
         for split in SPLITS:
             records = [{"file": e.file, "path": str(e.path), "split": split,
                         "y": float(e.label) if classes is None else index[str(e.label)]}
-                       for e in entries if e.split == split]
+                       for e in entries if e.split == split][:max_records]
             for k, start in enumerate(range(0, len(records), shard_size)):
                 tasks.append(ShardTask(split, k, shard_relpath(split, k), {"entries": records[start:start + shard_size]}))
         attrs = {"label_names": json.dumps(classes if classes is not None else ["label"]),

@@ -23,7 +23,7 @@ TASK_STAGES = [(stage, task) for stage in ("graphs", "train", "evaluate", "aggre
 
 def versions(root: Path) -> dict:
     return {(stage, task): code_version(stage, task, root=root) for stage, task in TASK_STAGES} | \
-        {("generate", None): code_version("generate", root=root)}
+        {(stage, None): code_version(stage, root=root) for stage in ("generate", "predict")}
 
 
 def test_a_copy_has_the_same_versions(sources):
@@ -39,16 +39,22 @@ def changed_by(sources: Path, path: str) -> set:
 
 
 def test_an_edit_changes_exactly_the_stages_that_run_the_file(sources):
-    assert changed_by(sources, "eqgat/models/painn.py") == {(s, t) for s in ("train", "evaluate") for t in TASKS}
+    assert changed_by(sources, "eqgat/models/painn.py") == \
+        {(s, t) for s in ("train", "evaluate") for t in TASKS} | {("predict", None)}
 
 
 def test_a_task_edit_reruns_that_task_only(sources):
-    """A task's declaration belongs to its own stages; its reader to its graphs."""
-    assert changed_by(sources, "eqgat/tasks/psr.py") == {(s, "psr") for s in ("graphs", "train", "evaluate", "aggregate")}
+    """A task's declaration belongs to its own stages (and to those of a task drawing on it: RSR
+    takes its fields and metrics from PSR's module); its reader to its graphs."""
+    stages = ("graphs", "train", "evaluate", "aggregate")
+    assert changed_by(sources, "eqgat/tasks/res.py") == {(s, "res") for s in stages}
+    assert changed_by(sources, "eqgat/tasks/psr.py") == {(s, t) for s in stages for t in ("psr", "rsr")}
     # the ranking reader serves PSR and RSR; only their graphs are rebuilt
     assert changed_by(sources, "preprocess/readers/ranking.py") == {("graphs", "psr"), ("graphs", "rsr")}
     assert changed_by(sources, "preprocess/readers/res.py") == {("graphs", "res")}
     assert changed_by(sources, "preprocess/triangle.py") == {("graphs", "triangle"), ("generate", None)}
+    assert changed_by(sources, "eqgat/predict.py") == {("predict", None)}
+    assert changed_by(sources, "eqgat/plots.py") == {("aggregate", t) for t in TASKS}
 
 
 def test_a_new_file_in_a_stage_folder_counts(sources):

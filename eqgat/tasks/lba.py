@@ -49,4 +49,5 @@ TASK = TaskSpec(
     model_presets=SEGNN_ATOM3D,
     protocol={**atom3d_protocol(epochs=20, batch_size=16), "split": 30},
     options_schema={**ATOM3D_OPTIONS, "split": {"enum": [30, 60], "description": "sequence-identity split"}},
+    build_options=("strict", "max_records", "split"),
 )

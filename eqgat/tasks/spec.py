@@ -124,7 +124,9 @@ class TaskSpec:
       the cutoff, which is the graphs' own; ``model_presets``: how other models deviate;
     * ``protocol``: the paper's experiment as a config section (``graph``, ``train``, and the
       task's own keys, described by ``options_schema``): config sections only override it;
-      ``reader_options`` names the keys the reader takes;
+      ``build_options`` names the keys the shards depend on (source and reader; a key that only
+      the training view reads, like PPI's ``pairs``, is not one), ``reader_options`` those of
+      them the reader takes;
     * ``dataset``: the training / evaluation view of a split (``None``: one graph per shard
       entry; PPI: residue pairs drawn per epoch), called as
       ``dataset(manifest_path, split, section, seed)``; ``edges_in_shards=False`` when that view
@@ -150,6 +152,7 @@ class TaskSpec:
     model_presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     options_schema: Mapping[str, Any] = field(default_factory=dict)
     reader_options: tuple[str, ...] = ()
+    build_options: tuple[str, ...] = ("strict", "max_records")
     required_options: tuple[str, ...] = ()
     dataset: Callable[..., Any] | None = None
     edges_in_shards: bool = True

@@ -85,10 +85,11 @@ TASK = TaskSpec(
         "hydrogens": {"enum": ["drop", "keep"]},
         "waters": {"enum": ["drop", "keep"]},
         "split_seed": {"type": "integer", "minimum": 0, "description": "seed of the 80/10/10 split when the CSV has none"},
-        "strict": {"type": "boolean", "description": "an unreadable or unlabelled file is an error naming it"},
+        "strict": {"type": "boolean", "description": "a listed file that is missing or unreadable, or a missing or invalid label, is an error naming it (files without a row are only counted)"},
         "max_records": {"type": ["integer", "null"], "minimum": 1},
     },
     reader_options=("hydrogens", "waters"),
+    build_options=("strict", "max_records", "files", "labels", "kind", "hydrogens", "waters", "split_seed"),
     required_options=("files", "labels"),
     configure=configure,
 )

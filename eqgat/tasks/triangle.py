@@ -47,6 +47,7 @@ TASK = TaskSpec(
         "model": {"overrides": {}},
         "train": train_protocol(epochs=50, batch_size=64),
     },
+    build_options=(),  # the generated clouds are the graphs' input file
     options_schema={
         "data": {
             "type": "object", "additionalProperties": False,

@@ -129,8 +129,9 @@ def folder_listing(task):
 
 
 def source_options(task):
-    """JSON of the task's own config keys (everything but graph, model and train)."""
-    return json.dumps({k: v for k, v in section(task).items() if k not in ("graph", "model", "train")}, sort_keys=True)
+    """JSON of the task's config keys its shards depend on (the declaration's build_options)."""
+    s = section(task)
+    return json.dumps({k: s[k] for k in TASKS[task].build_options if k in s}, sort_keys=True)
 
 
 def train_section(task, model):

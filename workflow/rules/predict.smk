@@ -17,7 +17,7 @@ rule predict:
         ligand=config.get("predict", {}).get("ligand_resname") or "",
         pocket_radius=config.get("predict", {}).get("pocket_radius", 6.0),
         device=config["device"],
-        code=code_version("evaluate"),
+        code=code_version("predict"),
     shell:
         "python -m eqgat predict --checkpoint {input.checkpoint:q} --out {output:q} --device {params.device:q}"
         " --threads {threads} --pocket-radius {params.pocket_radius:q} --ligand-resname={params.ligand:q}"
