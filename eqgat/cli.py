@@ -51,7 +51,7 @@ def effective_section(task, section_json: str | None, args: argparse.Namespace |
     from eqgat.tasks.config import task_section
 
     section = task_section(task, json.loads(section_json) if section_json else None)
-    for key in ("epochs", "batch_size", "lr", "loss", "selection", "schedule", "warmup_epochs"):
+    for key in ("epochs", "batch_size", "lr", "loss", "selection", "schedule", "warmup_epochs", "decay_epochs"):
         value = getattr(args, key, None) if args is not None else None
         if value is not None:
             section["train"][key] = value
@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selection", default=None, help="'loss' or a task metric: selects the best checkpoint")
     p.add_argument("--schedule", default=None, choices=["plateau", "cosine"])
     p.add_argument("--warmup-epochs", type=float, default=None)
+    p.add_argument("--decay-epochs", type=float, default=None, help="cosine: decay over the last this many epochs")
     p.add_argument("--loader-workers", type=int, default=0)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="mixed precision (bfloat16 autocast) on CUDA")

@@ -207,7 +207,8 @@ def build_task_shards(task, location, out_dir, cutoff: float, max_neighbors: int
     `options` are the task's config keys its source and reader read (``max_records``, the
     LBA ``split``, a folder's ``labels`` ...). A structure with an atom of more than
     `max_degree` neighbours within the cutoff (None or < 0: no limit) is left out and counted as
-    ``too_many_neighbors`` (strict: an error naming it), before its edges are made.
+    ``too_many_neighbors`` (strict: an error naming it), before its edges are made. A negative
+    `max_neighbors` means no limit, as None does (the workflow passes -1).
     """
     options = dict(options or {})
     out_dir = Path(out_dir)
@@ -215,6 +216,8 @@ def build_task_shards(task, location, out_dir, cutoff: float, max_neighbors: int
     source = task.source
     if max_degree is not None and max_degree < 0:
         max_degree = None
+    if max_neighbors is not None and max_neighbors < 0:
+        max_neighbors = None
     attrs = {"task": task.name, "cutoff": float(cutoff),
              "max_neighbors": -1 if max_neighbors is None else int(max_neighbors),
              "max_degree": -1 if max_degree is None else int(max_degree),

@@ -89,3 +89,18 @@ def test_warmup_then_cosine():
     assert lrs[:4] == [0.5, 1.0, 1.5, 2.0]  # linear warm-up over one epoch
     t = [(s - 4) / 8 for s in range(4, 12)]
     assert lrs[4:] == pytest.approx([2.0 * 0.5 * (1 + math.cos(math.pi * x)) for x in t])
+
+
+def test_cosine_over_the_last_decay_epochs_only():
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1.0)
+    settings = TrainSettings(epochs=4, batch_size=1, lr=2.0, schedule="cosine", warmup_epochs=1,
+                             decay_epochs=2, lr_min=0.0)
+    schedule = LearningRate(opt, settings, steps_per_epoch=2, higher_is_better=False)
+    lrs = []
+    for _ in range(8):
+        schedule.before_step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[:2] == [1.0, 2.0]  # warm-up over the first epoch
+    assert lrs[2:4] == [2.0, 2.0]  # constant until the last two epochs
+    assert lrs[4:] == pytest.approx([2.0 * 0.5 * (1 + math.cos(math.pi * s / 4)) for s in range(4)])

@@ -58,7 +58,7 @@ def test_training_hyperparameter_reruns_training_and_what_follows(finished):
     config = copy.deepcopy(TINY_CONFIG)
     config["triangle"]["train"]["lr"] = 5e-4
     changed = write_config(workdir, config, "changed_lr.yaml")
-    assert planned_jobs(workdir, changed) == {"train": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+    assert planned_jobs(workdir, changed) == {"train": 2, "evaluate": 2, "aggregate": 1, "plot_test": 1, "all": 1}
 
 
 def test_cutoff_reruns_graphs_and_what_follows(finished):
@@ -66,13 +66,13 @@ def test_cutoff_reruns_graphs_and_what_follows(finished):
     config = copy.deepcopy(TINY_CONFIG)
     config["triangle"]["graph"]["cutoff"] = 3.5
     changed = write_config(workdir, config, "changed_cutoff.yaml")
-    assert planned_jobs(workdir, changed) == {"build_graphs": 1, "train": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+    assert planned_jobs(workdir, changed) == {"build_graphs": 1, "train": 2, "evaluate": 2, "aggregate": 1, "plot_test": 1, "all": 1}
 
 
 def test_model_code_change_reruns_training(finished):
     workdir, configfile = finished
     with comment_appended(workdir / "eqgat" / "nn" / "conv.py", "an edit to the model's code"):
-        assert planned_jobs(workdir, configfile) == {"train": 2, "evaluate": 2, "aggregate": 1, "all": 1}
+        assert planned_jobs(workdir, configfile) == {"train": 2, "evaluate": 2, "aggregate": 1, "plot_test": 1, "all": 1}
     assert planned_jobs(workdir, configfile) == {}
 
 
@@ -112,7 +112,7 @@ def test_more_seeds_run_only_the_new_seed(finished):
     config = copy.deepcopy(TINY_CONFIG)
     config["seeds"] = [0, 1, 2]
     changed = write_config(workdir, config, "more_seeds.yaml")
-    assert planned_jobs(workdir, changed) == {"train": 1, "evaluate": 1, "aggregate": 1, "all": 1}
+    assert planned_jobs(workdir, changed) == {"train": 1, "evaluate": 1, "aggregate": 1, "plot_test": 1, "all": 1}
 
 
 @pytest.mark.parametrize(

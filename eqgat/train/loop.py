@@ -38,6 +38,7 @@ class TrainSettings:
     lr: float = 1e-4
     schedule: str = "plateau"
     warmup_epochs: float = 0.0
+    decay_epochs: float | None = None
     lr_factor: float = 0.75
     lr_patience: int = 10
     lr_min: float = 1e-7

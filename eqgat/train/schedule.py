@@ -1,6 +1,7 @@
 """The learning rate of a run: an optional linear warm-up per step, then either the paper's
-ReduceLROnPlateau on the validation selection metric (``plateau``) or a cosine decay to
-``lr_min`` per step (``cosine``)."""
+ReduceLROnPlateau on the validation selection metric (``plateau``) or, per step, a constant
+rate followed by a cosine decay to ``lr_min`` over the last ``decay_epochs`` (``cosine``; all
+the epochs after the warm-up when ``decay_epochs`` is not set)."""
 from __future__ import annotations
 
 import math
@@ -24,6 +25,9 @@ class LearningRate:
         self.lr_min = float(settings.lr_min)
         self.warmup_steps = int(round(float(settings.warmup_epochs) * steps_per_epoch))
         self.total_steps = int(settings.epochs) * steps_per_epoch
+        decay = getattr(settings, "decay_epochs", None)
+        self.decay_start = (self.warmup_steps if decay is None
+                            else max(self.warmup_steps, self.total_steps - int(round(float(decay) * steps_per_epoch))))
         self.steps = 0
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max" if higher_is_better else "min", factor=settings.lr_factor,
@@ -38,7 +42,7 @@ class LearningRate:
         if s < self.warmup_steps:
             self._set(self.peak * (s + 1) / self.warmup_steps)
         elif self.kind == "cosine":
-            t = (s - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+            t = max(0, s - self.decay_start) / max(1, self.total_steps - self.decay_start)
             self._set(self.lr_min + (self.peak - self.lr_min) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0))))
         self.steps += 1
 
