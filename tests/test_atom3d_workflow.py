@@ -172,7 +172,7 @@ def test_a_new_task_is_one_module_one_registry_line_and_its_config(mirror, tmp_p
     config["toy"] = {"model": {"overrides": {"eqgat": {"hidden_scalars": 8, "hidden_vectors": 2, "num_radial": 4}}},
                      "max_records": 2}
     configfile = write_config(workdir, config)
-    assert planned_jobs(workdir, configfile) == {"download_toy": 1, "build_graphs": 1, "train": 1, "evaluate": 1,
+    assert planned_jobs(workdir, configfile) == {"download_toy": 1, "graphs_check": 1, "build_graphs": 1, "train": 1, "evaluate": 1,
                                                  "aggregate": 1, "plot_test": 1, "all": 1}
     snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))
     md = (workdir / "results/summary/results.md").read_text()

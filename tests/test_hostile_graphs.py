@@ -376,7 +376,7 @@ def test_workflow_rebuilds_a_graph_folder_whose_shard_was_deleted(tmp_path):
     shard.unlink()
 
     assert planned_jobs(workdir, configfile) == {"build_graphs": 1, "train": 1, "evaluate": 1, "aggregate": 1,
-                                                 "all": 1}
+                                                 "plot_test": 1, "all": 1}
     stamp = (workdir / "results/triangle/graphs.check").read_text()
     assert "results/triangle/graphs is damaged: train/shard-00001.h5 is missing" in stamp
     run = snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))

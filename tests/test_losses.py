@@ -60,6 +60,6 @@ def test_the_other_losses():
 def test_tasks_declare_their_losses():
     assert {name: t.loss_names for name, t in TASKS.items()} == {
         "triangle": ("mse",), "lba": ("mse",), "psr": ("mse",), "rsr": ("mse", "pearson_mse"),
-        "res": ("cross_entropy",), "ppi": ("bce",)}
+        "res": ("cross_entropy",), "ppi": ("bce",), "structures": ("mse", "cross_entropy")}
     assert TASKS["rsr"].protocol["train"]["loss"] == "pearson_mse"
     assert all(name in LOSSES for t in TASKS.values() for name in t.loss_names)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import sys
 import threading
 from pathlib import Path
@@ -125,17 +124,6 @@ def _slurm_jobs(workdir: Path) -> dict[str, list[str]]:
     return jobs
 
 
-def _reuse_numba_cache(workdir: Path) -> None:
-    """Give the copy the Numba kernels already compiled in this checkout, if any (copy_repo
-    leaves them out; Numba checks them against the sources' size and mtime, which the copy
-    keeps, and recompiles if they do not match). Saves the two concurrent runs compiling the
-    same kernels (~35 s each on two cores); the results do not depend on it."""
-    for cache in REPO.glob("preprocess/**/__pycache__/*.nb[ic]"):
-        dest = workdir / cache.relative_to(REPO)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(cache, dest)
-
-
 @pytest.mark.slow
 def test_workflow_on_slurm_matches_local_run(slurm, tmp_path):
     pytest.importorskip("snakemake_executor_plugin_slurm", reason=PLUGIN_HINT)
@@ -143,8 +131,7 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path):
     local, remote = tmp_path / "local", tmp_path / "slurm"
     for workdir in (local, remote):
         workdir.mkdir()
-        copy_repo(workdir)
-        _reuse_numba_cache(workdir)
+        copy_repo(workdir)  # with the Numba kernels compiled in this checkout
     local_cfg, remote_cfg = write_config(local, config), write_config(remote, config)
 
     # the local reference run goes on beside the SLURM run (the two share the machine's cores)
@@ -171,7 +158,7 @@ def test_workflow_on_slurm_matches_local_run(slurm, tmp_path):
     # every job went through SLURM: one plugin log per job, each a finished job of our cluster
     jobs = _slurm_jobs(remote)
     assert {rule: len(ids) for rule, ids in jobs.items()} == {
-        "generate_triangle": 1, "build_graphs": 1, "train": 2, "evaluate": 2, "aggregate": 1}
+        "generate_triangle": 1, "build_graphs": 1, "train": 2, "evaluate": 2, "aggregate": 1, "plot_test": 1}
     info = {job: slurm.job_info(job) for ids in jobs.values() for job in ids}
     for rule, ids in jobs.items():
         for job in ids:
