@@ -25,7 +25,7 @@ class LearningRate:
         self.lr_min = float(settings.lr_min)
         self.warmup_steps = int(round(float(settings.warmup_epochs) * steps_per_epoch))
         self.total_steps = int(settings.epochs) * steps_per_epoch
-        decay = getattr(settings, "decay_epochs", None)
+        decay = settings.decay_epochs
         self.decay_start = (self.warmup_steps if decay is None
                             else max(self.warmup_steps, self.total_steps - int(round(float(decay) * steps_per_epoch))))
         self.steps = 0
