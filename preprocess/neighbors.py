@@ -954,35 +954,19 @@ def _check_cutoff(cutoff):
     return c
 
 
-def _check_k(max_neighbors):
-    if max_neighbors is None:
+def _check_count(value, name: str) -> int:
+    """`value` (max_neighbors, max_degree) as an int >= 0, or -1 for None (no limit)."""
+    if value is None:
         return -1
-    if isinstance(max_neighbors, (bool, np.bool_)):
-        raise ValueError("max_neighbors must be None or an integer >= 0, got a bool")
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be None or an integer >= 0, got a bool")
     try:
-        k = operator.index(max_neighbors)
+        count = operator.index(value)
     except TypeError:
-        raise ValueError(
-            f"max_neighbors must be None or an integer >= 0, got {max_neighbors!r}"
-        ) from None
-    if k < 0:
-        raise ValueError(f"max_neighbors must be >= 0, got {k}")
-    return int(k)
-
-
-def _check_limit(max_degree) -> int:
-    """max_degree as an int >= 0, or -1 for None (no limit)."""
-    if max_degree is None:
-        return -1
-    if isinstance(max_degree, (bool, np.bool_)):
-        raise ValueError("max_degree must be None or an integer >= 0, got a bool")
-    try:
-        limit = operator.index(max_degree)
-    except TypeError:
-        raise ValueError(f"max_degree must be None or an integer >= 0, got {max_degree!r}") from None
-    if limit < 0:
-        raise ValueError(f"max_degree must be >= 0, got {limit}")
-    return int(limit)
+        raise ValueError(f"{name} must be None or an integer >= 0, got {value!r}") from None
+    if count < 0:
+        raise ValueError(f"{name} must be >= 0, got {count}")
+    return int(count)
 
 
 def _effective_limit(limit: int, kmax: int) -> int:
@@ -1079,7 +1063,7 @@ def radius_graph(pos: np.ndarray, cutoff: float, max_neighbors: int | None = Non
     """
     arr = _check_pos(pos)
     c = _check_cutoff(cutoff)
-    kmax = _check_k(max_neighbors)
+    kmax = _check_count(max_neighbors, "max_neighbors")
     n = arr.shape[0]
     if n == 0:
         return np.empty((2, 0), np.int64)
@@ -1126,9 +1110,9 @@ def radius_graph_batch(
     """
     arr = _check_pos(pos)
     c = _check_cutoff(cutoff)
-    kmax = _check_k(max_neighbors)
+    kmax = _check_count(max_neighbors, "max_neighbors")
     dt = _check_index_dtype(dtype)
-    limit = _effective_limit(_check_limit(max_degree), kmax)
+    limit = _effective_limit(_check_count(max_degree, "max_degree"), kmax)
     p = _check_ptr(ptr, arr.shape[0])
     nb = p.shape[0] - 1
     if nb > 0:
@@ -1190,8 +1174,8 @@ def degree_excess(
     whose degrees are never larger than the whole cloud's."""
     arr = _check_pos(pos)
     c = _check_cutoff(cutoff)
-    kmax = _check_k(max_neighbors)
-    limit = _effective_limit(_check_limit(max_degree), kmax)
+    kmax = _check_count(max_neighbors, "max_neighbors")
+    limit = _effective_limit(_check_count(max_degree, "max_degree"), kmax)
     p = _check_ptr(ptr, arr.shape[0])
     nb = p.shape[0] - 1
     if limit < 0 or nb == 0 or arr.shape[0] == 0:
