@@ -108,9 +108,9 @@ def label_names(attrs: dict[str, Any]) -> list[str]:
 def reading_settings(task, section: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
     """How the training structures were read, for ``best.pt`` (``eqgat predict`` reads files so)."""
     from preprocess.elements import ELEMENTS
+    from preprocess.neighbors import optional_limit
 
-    max_neighbors = int(attrs.get("max_neighbors", -1))
-    return {"task": task.name, "cutoff": float(attrs["cutoff"]), "max_neighbors": None if max_neighbors < 0 else max_neighbors,
+    return {"task": task.name, "cutoff": float(attrs["cutoff"]), "max_neighbors": optional_limit(attrs.get("max_neighbors")),
             "label_kind": task.label.kind, "label_names": list(task.label.names),
             "reader": {k: section[k] for k in task.reader_options if k in section}, "elements": list(ELEMENTS)}
 

@@ -91,12 +91,13 @@ def block_from_arrays(pos: np.ndarray, z: np.ndarray, node_ptr: np.ndarray, y: n
     ``max_degree`` (None or < 0: no limit) is passed on to ``graph_fn``, which raises
     ``NeighborLimitError`` for clouds with an atom of more neighbours (see
     :func:`drop_dense_graphs`)."""
+    from .neighbors import optional_limit
+
     graph_fn = graph_fn or _default_graph_fn()
     pos = np.ascontiguousarray(pos, dtype=np.float32)
     node_ptr = np.ascontiguousarray(node_ptr, dtype=np.int64)
-    if max_neighbors is not None and max_neighbors < 0:
-        max_neighbors = None
-    limit = {} if max_degree is None or max_degree < 0 else {"max_degree": int(max_degree)}
+    max_neighbors, max_degree = optional_limit(max_neighbors), optional_limit(max_degree)
+    limit = {} if max_degree is None else {"max_degree": max_degree}
     edge_index, edge_ptr = graph_fn(pos, node_ptr, float(cutoff), max_neighbors, **limit)
     return GraphBlock(node_ptr=node_ptr, edge_ptr=edge_ptr, pos=pos, z=z,
                       edge_index=edge_index, y=y, ids=ids, columns=dict(columns or {}))

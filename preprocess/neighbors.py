@@ -101,7 +101,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["DEFAULT_MAX_DEGREE", "DegreeExcess", "NeighborLimitError", "degree_excess", "radius_graph", "radius_graph_batch"]
+__all__ = ["DEFAULT_MAX_DEGREE", "DegreeExcess", "NeighborLimitError", "degree_excess", "optional_limit", "radius_graph",
+           "radius_graph_batch"]
 
 #: clouds with at most this many atoms use brute force in ``radius_graph``
 BRUTE_MAX_ATOMS = 48
@@ -952,6 +953,14 @@ def _check_cutoff(cutoff):
     if not math.isfinite(c) or not c > 0.0:
         raise ValueError(f"cutoff must be finite and > 0, got {cutoff!r}")
     return c
+
+
+def optional_limit(value) -> int | None:
+    """A neighbour or degree limit as the CLIs and manifests write it (-1 or None: no
+    limit) -> an int >= 0, or None."""
+    if value is None or int(value) < 0:
+        return None
+    return int(value)
 
 
 def _check_count(value, name: str) -> int:

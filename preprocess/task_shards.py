@@ -22,7 +22,7 @@ import numpy as np
 
 from .atomic import write_json_atomic
 from .build import SPLIT_ORDER, ShardTask, block_from_arrays, build_shards, drop_dense_graphs
-from .neighbors import DEFAULT_MAX_DEGREE, DegreeExcess, NeighborLimitError, degree_excess
+from .neighbors import DEFAULT_MAX_DEGREE, DegreeExcess, NeighborLimitError, degree_excess, optional_limit
 from .readers import Sample
 from .readers.report import SkipReport
 from .shards import GraphBlock, ragged_from_lists
@@ -214,10 +214,7 @@ def build_task_shards(task, location, out_dir, cutoff: float, max_neighbors: int
     out_dir = Path(out_dir)
     task = task.for_section(options)
     source = task.source
-    if max_degree is not None and max_degree < 0:
-        max_degree = None
-    if max_neighbors is not None and max_neighbors < 0:
-        max_neighbors = None
+    max_degree, max_neighbors = optional_limit(max_degree), optional_limit(max_neighbors)
     attrs = {"task": task.name, "cutoff": float(cutoff),
              "max_neighbors": -1 if max_neighbors is None else int(max_neighbors),
              "max_degree": -1 if max_degree is None else int(max_degree),

@@ -121,7 +121,7 @@ class PairDataset(Dataset):
 
     def __init__(self, manifest_path, split: str, sampling: PairSampling, seed: int, cache_size: int = 64,
                  verify: str = "cheap"):
-        from preprocess.neighbors import DEFAULT_MAX_DEGREE, radius_graph_batch
+        from preprocess.neighbors import DEFAULT_MAX_DEGREE, optional_limit, radius_graph_batch
 
         self._radius_graph = radius_graph_batch
         self.manifest = read_manifest(manifest_path)
@@ -131,10 +131,9 @@ class PairDataset(Dataset):
         self.split, self.sampling, self.seed = split, sampling, int(seed)
         attrs = self.manifest.get("attrs", {})
         self.cutoff = float(attrs["cutoff"])
-        self.max_neighbors = None if int(attrs.get("max_neighbors", -1)) < 0 else int(attrs["max_neighbors"])
+        self.max_neighbors = optional_limit(attrs.get("max_neighbors"))
         # the build left out complexes over the limit; shards built before it had one get the default
-        self.max_degree = None if int(attrs.get("max_degree", DEFAULT_MAX_DEGREE)) < 0 else int(
-            attrs.get("max_degree", DEFAULT_MAX_DEGREE))
+        self.max_degree = optional_limit(attrs.get("max_degree", DEFAULT_MAX_DEGREE))
         root = Path(self.manifest["root"])
         self._readers = [ShardReader(root / e["path"]) for e in self.manifest["splits"][split]["shards"]]
         sizes = []  # (shard, index in shard, positives, residues of partner 0, of partner 1)
