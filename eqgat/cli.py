@@ -14,14 +14,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 log = logging.getLogger("eqgat")
 
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("numexpr").setLevel(logging.WARNING)  # "NumExpr defaulting to N threads"
+
+
+def set_threads(threads: int) -> None:
+    """CPU threads of this command's torch (imported here: aggregate, plot-test and params need no torch)."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def file_digest(path: Path) -> str:
@@ -123,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from eqgat.train.checkpoint import fingerprint
     from eqgat.train.loop import TrainSettings, seed_everything, train
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     base = get_task(args.task)
     section = effective_section(base, args.section, args)
     manifest, attrs = graphs_info(args.data, base)
@@ -151,7 +156,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from eqgat.tasks import get_task
     from eqgat.train.evaluate import evaluate
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     base = get_task(args.task)
     section = effective_section(base, args.section)
     manifest, attrs = graphs_info(args.data, base)
@@ -186,7 +191,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from eqgat.device import select_device
     from eqgat.predict import expand, predict_files
 
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     files = expand(args.files)
     if not files:
         raise ValueError("no structure files to score")

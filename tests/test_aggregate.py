@@ -1,12 +1,11 @@
 """The results table: mean ± std over seeds, the paper's numbers and parameter counts beside ours."""
 import csv
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from cli_runner import run_module
 from eqgat.aggregate import aggregate
 
 
@@ -47,7 +46,9 @@ def test_table_has_ours_beside_the_paper(tmp_path):
 
 
 def test_params_command_prints_counts_beside_the_paper():
-    out = subprocess.run([sys.executable, "-m", "eqgat", "params", "--model", "eqgat", "schnet"], capture_output=True, text=True, check=True).stdout
+    proc = run_module("eqgat", "params", "--model", "eqgat", "schnet")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
     assert "triangle      27,411    27,411    27,400" in out
     assert "psr          384,709   384,709   383,000" in out
     assert "lba          237,933   237,933   238,000" in out

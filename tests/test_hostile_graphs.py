@@ -359,23 +359,20 @@ def test_pair_dataset_verifies_its_shards(ppi_blob, tmp_path):
 
 # ------------------------------------------------------------------------------- workflow
 @pytest.mark.slow
-def test_workflow_rebuilds_a_graph_folder_whose_shard_was_deleted(tmp_path):
+def test_workflow_rebuilds_a_graph_folder_whose_shard_was_deleted(tiny_workflow_copy):
     """Before: after deleting a shard, `snakemake` said "Nothing to be done" and training failed
     later with an OSError. Now the dry run plans the rebuild and names the shard, the run restores
     it (the same bytes) and retrains on it, and then nothing is left to do."""
-    from workflow_helpers import TINY_CONFIG, copy_repo, planned_jobs, snakemake, write_config
+    from workflow_helpers import TINY_CONFIG, planned_jobs, snakemake, write_config
 
-    workdir = copy_repo(tmp_path)
+    workdir, configfile = tiny_workflow_copy  # the finished tiny workflow (seeds 0 and 1)
     config = copy.deepcopy(TINY_CONFIG)
-    config["seeds"] = [0]
-    configfile = write_config(workdir, config)
-    snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))
     graphs = workdir / "results/triangle/graphs"
     shard = graphs / "train/shard-00001.h5"
     original = shard.read_bytes()
     shard.unlink()
 
-    assert planned_jobs(workdir, configfile) == {"build_graphs": 1, "train": 1, "evaluate": 1, "aggregate": 1,
+    assert planned_jobs(workdir, configfile) == {"build_graphs": 1, "train": 2, "evaluate": 2, "aggregate": 1,
                                                  "plot_test": 1, "all": 1}
     stamp = (workdir / "results/triangle/graphs.check").read_text()
     assert "results/triangle/graphs is damaged: train/shard-00001.h5 is missing" in stamp

@@ -34,6 +34,7 @@ from torch.utils.data import Dataset
 from _graphs import build_triangle_shards
 from atom3d_fixtures import psr_record, write_lmdb
 from preprocess.triangle import generate_triangle_clouds, write_raw
+from cli_runner import run_module
 from workflow_helpers import TINY_CONFIG, copy_repo, snakemake, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +42,9 @@ TINY_MODEL = {"hidden_scalars": 8, "hidden_vectors": 2, "num_layers": 1, "num_ra
 
 
 def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """`python <args>`: `-m eqgat ...` runs in this process (tests/cli_runner.py), anything else in a new one."""
+    if args[:2] == ("-m", "eqgat"):
+        return run_module("eqgat", *args[2:], cwd=cwd)
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 

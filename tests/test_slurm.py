@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import os
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -110,6 +109,7 @@ def _test_profile(workdir: Path, cluster: SlurmCluster) -> Path:
         resources["mem_mb"] = 500
     profile["slurm-keep-successful-logs"] = True
     profile["slurm-init-seconds-before-status-checks"] = 2
+    profile["seconds-between-status-checks"] = 1
     profile["latency-wait"] = 5
     path.write_text(yaml.safe_dump(profile, sort_keys=False))
     return path.parent
@@ -125,35 +125,20 @@ def _slurm_jobs(workdir: Path) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-def test_workflow_on_slurm_matches_local_run(slurm, tmp_path):
+def test_workflow_on_slurm_matches_local_run(slurm, tiny_workflow, tmp_path):
+    """The tiny workflow through SLURM gives the same files as the session's local run of it."""
     pytest.importorskip("snakemake_executor_plugin_slurm", reason=PLUGIN_HINT)
     config = copy.deepcopy(TINY_CONFIG)
-    local, remote = tmp_path / "local", tmp_path / "slurm"
-    for workdir in (local, remote):
-        workdir.mkdir()
-        copy_repo(workdir)  # with the Numba kernels compiled in this checkout
-    local_cfg, remote_cfg = write_config(local, config), write_config(remote, config)
-
-    # the local reference run goes on beside the SLURM run (the two share the machine's cores)
-    failure = []
-
-    def run_local():
-        try:
-            snakemake(local, "all", "--cores", "2", "--configfile", str(local_cfg))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            failure.append(exc)
-
-    thread = threading.Thread(target=run_local)
-    thread.start()
-    try:
-        proc = snakemake(remote, "all", "--profile", str(_test_profile(remote, slurm)),
-                         "--jobs", "2", "--configfile", str(remote_cfg), "--verbose",
-                         check=False, timeout=600)
-    finally:
-        thread.join()
+    local, _ = tiny_workflow
+    remote = tmp_path / "slurm"
+    remote.mkdir()
+    copy_repo(remote)  # with the Numba kernels compiled in this checkout
+    remote_cfg = write_config(remote, config)
+    proc = snakemake(remote, "all", "--profile", str(_test_profile(remote, slurm)),
+                     "--jobs", "2", "--configfile", str(remote_cfg), "--verbose",
+                     check=False, timeout=600)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{output[-6000:]}\n{slurm.logs()}"
-    assert not failure, failure
 
     # every job went through SLURM: one plugin log per job, each a finished job of our cluster
     jobs = _slurm_jobs(remote)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from eqgat.tasks import TASKS  # noqa: E402
 from eqgat.tasks.config import task_section  # noqa: E402
 from preprocess.shards import read_manifest  # noqa: E402
 from preprocess.task_shards import build_task_shards  # noqa: E402
+from cli_runner import run_module  # noqa: E402
 from structure_dataset import write_dataset  # noqa: E402
 from structure_fixtures import peptide, write_structure  # noqa: E402
 
@@ -26,8 +26,7 @@ TINY = json.dumps({"hidden_scalars": 16, "hidden_vectors": 4, "num_layers": 2, "
 
 
 def eqgat(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "eqgat", *args], cwd=REPO, capture_output=True, text=True, timeout=900)
-    return proc
+    return run_module("eqgat", *args, cwd=REPO)
 
 
 def run_ok(*args: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from _graphs import build_triangle_shards
+from cli_runner import run_module
 from preprocess.triangle import generate_triangle_clouds, write_raw
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,8 +48,14 @@ def evaluate_cmd(graphs: Path, run: Path) -> list[str]:
     ]
 
 
+def call(cmd: list[str]) -> subprocess.CompletedProcess:
+    """A `python -m eqgat ...` command line, run in this process (tests/cli_runner.py)."""
+    assert cmd[1:3] == ["-m", "eqgat"], cmd
+    return run_module("eqgat", *cmd[3:], cwd=REPO)
+
+
 def run(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = call(cmd)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -135,17 +142,17 @@ def test_graphs_built_with_another_cutoff_are_refused(graphs, tmp_path):
     """The cutoff has one source: the graphs'. A config saying otherwise is an error naming both."""
     cmd = train_cmd(graphs, tmp_path / "run", epochs=1)
     cmd[cmd.index("--section") + 1] = json.dumps({"graph": {"cutoff": 10.0}})
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = call(cmd)
     assert proc.returncode == 1
     assert "built with cutoff 4.0 Å but the task's graph.cutoff is 10.0 Å" in proc.stderr
     cmd = train_cmd(graphs, tmp_path / "run", epochs=1, model='{"cutoff": 10.0}')
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = call(cmd)
     assert proc.returncode == 1 and "model cutoff 10.0 Å differs from the cutoff the graphs were built with (4.0 Å)" in proc.stderr
     assert not (tmp_path / "run" / "best.pt").exists()
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
-    proc = subprocess.run(train_cmd(tmp_path / "nowhere", tmp_path / "run", epochs=1), cwd=REPO, capture_output=True, text=True)
+    proc = call(train_cmd(tmp_path / "nowhere", tmp_path / "run", epochs=1))
     assert proc.returncode == 1
     assert "no shard manifest" in proc.stderr and "nowhere" in proc.stderr
 
@@ -155,7 +162,7 @@ def test_without_gpu_auto_and_amp_fall_back_to_cpu_with_warnings(graphs, referen
     out = tmp_path / "auto"
     cmd = train_cmd(graphs, out, epochs=6)
     cmd[cmd.index("--device") + 1] = "auto"
-    proc = subprocess.run(cmd + ["--amp"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    proc = call(cmd + ["--amp"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no CUDA device available: running on the CPU" in proc.stderr
     assert "mixed precision requested but the device is cpu: training in float32" in proc.stderr

@@ -8,18 +8,15 @@ import json
 import pytest
 
 from eqgat.provenance import code_version
-from workflow_helpers import TINY_CONFIG, comment_appended, copy_repo, planned_jobs, snakemake, write_config
+from workflow_helpers import TINY_CONFIG, comment_appended, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    """A copy of the repository with the tiny workflow run to completion once."""
-    workdir = copy_repo(tmp_path_factory.mktemp("wf"))
-    configfile = write_config(workdir, TINY_CONFIG)
-    snakemake(workdir, "all", "--cores", "2", "--configfile", str(configfile))
-    return workdir, configfile
+@pytest.fixture
+def finished(tiny_workflow):
+    """The tiny workflow, run to completion once per session (tests/conftest.py)."""
+    return tiny_workflow
 
 
 def test_results_table_matches_the_runs(finished):
@@ -76,9 +73,9 @@ def test_model_code_change_reruns_training(finished):
     assert planned_jobs(workdir, configfile) == {}
 
 
-def test_rerun_after_a_code_change_trains_from_scratch(finished):
+def test_rerun_after_a_code_change_trains_from_scratch(tiny_workflow_copy):
     """The finished run's resumable checkpoint was made by other code: it must not be resumed."""
-    workdir, configfile = finished
+    workdir, configfile = tiny_workflow_copy
     seeds = (0, 1)
     before = {s: run_record(workdir, s) for s in seeds}
     try:
