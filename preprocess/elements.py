@@ -15,7 +15,6 @@ from collections import Counter
 from typing import Iterable, MutableMapping
 
 import numpy as np
-import pandas as pd
 
 ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F", "S", "Cl", "P", "other")
 NUM_ELEMENTS = len(ELEMENTS)  # 9
@@ -53,6 +52,8 @@ def element_index(
     ``collections.Counter``) the number of such atoms per (normalised) symbol is added
     to it, '' standing for empty/missing symbols.
     """
+    import pandas as pd  # here, not at the top: the task declarations import this module
+
     values = symbols if isinstance(symbols, (pd.Series, np.ndarray)) else list(symbols)
     codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
     table = np.empty(len(uniques) + 1, dtype=np.int8)  # last slot: missing (code -1)

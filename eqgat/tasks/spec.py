@@ -2,27 +2,27 @@
 
 A task is declared once, in its own module of :mod:`eqgat.tasks`, and everything else (the
 config schema and defaults, the command-line choices, the download rules, shard building,
-training, evaluation and the results table) reads that declaration. Nothing here imports torch:
-the shard builder imports declarations too.
+training, evaluation and the results table) reads that declaration. Nothing here imports torch,
+pandas or gemmi: Snakemake reads every declaration when it parses the workflow. What
+preprocessing needs from a declaration (:class:`Source`, :class:`Field`, the reader as a
+:class:`Ref`) is defined in :mod:`preprocess.spec`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from preprocess.neighbors import DEFAULT_MAX_DEGREE
+from preprocess.spec import DEFAULT_MAX_DEGREE, FIELD_KINDS, Field, Ref, Source
 
 __all__ = [
-    "FIELD_KINDS", "LABEL_KINDS", "READOUTS", "Field", "Label", "Metric", "Source", "TaskSpec",
+    "FIELD_KINDS", "LABEL_KINDS", "READOUTS", "Field", "Label", "Metric", "Ref", "Source", "TaskSpec",
     "atom3d_protocol", "train_protocol",
 ]
 
 READOUTS = ("graph", "node", "pair")
 LABEL_KINDS = ("regression", "classification", "binary")
-#: per-graph shard columns: one integer, one string, or a variable-length integer / string array
-FIELD_KINDS = ("int", "str", "ints", "strs")
 
 
 @dataclass(frozen=True)
@@ -70,38 +70,6 @@ class Label:
     @property
     def default_loss(self) -> str:
         return {"regression": "mse", "classification": "cross_entropy", "binary": "bce"}[self.kind]
-
-
-@dataclass(frozen=True)
-class Field:
-    """A per-graph column of the shards besides ``id`` and ``y`` (see docs/shards.md).
-
-    ``int`` and ``str`` are one value per graph (integer columns whose name contains
-    ``index`` are node indices: PyG adds each graph's node offset when batching); ``ints`` and
-    ``strs`` are a variable-length array per graph (``ints`` may have a fixed trailing shape).
-    """
-
-    name: str
-    kind: str
-    doc: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in FIELD_KINDS:
-            raise ValueError(f"field kind must be one of {FIELD_KINDS}, got {self.kind!r}")
-
-    @property
-    def ragged(self) -> bool:
-        return self.kind in ("ints", "strs")
-
-
-class Source(Protocol):
-    """Where a task's structures come from and how they are cut into shard tasks."""
-
-    kind: str  # "generated" | "download" | "folder"
-
-    def shard_tasks(self, location: str, shard_size: int, options: Mapping[str, Any]) -> list: ...
-
-    def records(self, payload: Any, report: Any, strict: bool) -> Iterator[tuple[int, Any]]: ...
 
 
 Evaluate = Callable[[np.ndarray, np.ndarray, Mapping[str, Sequence]], dict]
