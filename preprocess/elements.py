@@ -11,7 +11,6 @@ order of their three-letter codes, ALA=0 ... VAL=19. Note GLN (5) sorts before G
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Iterable, MutableMapping
 
 import numpy as np
@@ -29,7 +28,6 @@ RESIDUE_CLASSES: tuple[str, ...] = (
     "ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE",
     "LEU", "LYS", "MET", "PHE", "PRO", "SER", "THR", "TRP", "TYR", "VAL",
 )
-NUM_RESIDUE_CLASSES = len(RESIDUE_CLASSES)  # 20
 RESIDUE_INDEX: dict[str, int] = {r: i for i, r in enumerate(RESIDUE_CLASSES)}
 assert list(RESIDUE_CLASSES) == sorted(RESIDUE_CLASSES)
 
@@ -68,13 +66,6 @@ def element_index(
                 sym = "" if k < 0 else normalize_symbol(uniques[k])
                 unknown[sym] = unknown.get(sym, 0) + int(np.count_nonzero(codes == k))
     return out.astype(np.int8, copy=False)
-
-
-def count_unknown(symbols: Iterable) -> Counter:
-    """Counter of symbols that ``element_index`` maps to 'other'."""
-    c: Counter = Counter()
-    element_index(symbols, unknown=c)
-    return c
 
 
 def is_hydrogen(symbols: Iterable) -> np.ndarray:

@@ -37,10 +37,6 @@ class Metric:
     def direction(self) -> str:
         return "higher" if self.higher_is_better else "lower"
 
-    @property
-    def arrow(self) -> str:
-        return "↑" if self.higher_is_better else "↓"
-
 
 @dataclass(frozen=True)
 class Label:
@@ -61,11 +57,6 @@ class Label:
     @property
     def out_dim(self) -> int:
         return 1 if self.kind == "binary" else len(self.names)
-
-    @property
-    def is_class(self) -> bool:
-        """Labels are integers (classes or 0/1), not float targets."""
-        return self.kind != "regression"
 
     @property
     def default_loss(self) -> str:
