@@ -70,8 +70,9 @@ Evaluate = Callable[[np.ndarray, np.ndarray, Mapping[str, Sequence]], dict]
 class TaskSpec:
     """One learning task, declared once (see the modules of :mod:`eqgat.tasks`).
 
-    * ``source``, ``reader``: where the structures come from and how one record becomes
-      samples (``reader(record, index, strict=, report=, **options) -> Iterator[Sample]``);
+    * ``source``, ``reader``: where the structures come from (a :class:`Source`) and how one
+      record becomes samples (``reader(record, index, strict=, report=, **options) ->
+      Iterator[Sample]``, a function or a :class:`Ref` to one, imported when first called);
     * ``fields``: the per-graph shard columns the reader fills besides ``id`` and ``y``;
     * ``label``, ``readout``: what is predicted and where the model reads it out
       (``graph`` mean pooling, ``node`` at ``center_index``, ``pair`` at ``center_index0/1``);
