@@ -64,9 +64,7 @@ def _cmd_build_graphs(args) -> int:
 def build_parser(tasks: Mapping[str, Any] | None = None) -> argparse.ArgumentParser:
     """The parser; `tasks` (task name -> declaration) adds ``build-graphs``."""
     p = argparse.ArgumentParser(prog="python -m preprocess" if tasks is None else "python -m eqgat.tasks",
-                                description="Preprocessing for the EQGAT workflow.",
-                                epilog=None if tasks is not None else
-                                "build-graphs needs the task declarations: python -m eqgat.tasks build-graphs ...")
+                                description="Preprocessing for the EQGAT workflow.")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = p.add_subparsers(dest="command", required=True)
@@ -114,6 +112,9 @@ def build_parser(tasks: Mapping[str, Any] | None = None) -> argparse.ArgumentPar
 def main(argv=None, tasks: Mapping[str, Any] | None = None) -> int:
     """Run a command; `tasks` are the task declarations by name (:mod:`eqgat.tasks` passes them)."""
     parser = build_parser(tasks)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if tasks is None and "build-graphs" in argv:
+        parser.error("build-graphs needs the task declarations: run python -m eqgat.tasks build-graphs ...")
     args = parser.parse_args(argv)
     _setup_logging(-1 if args.quiet else args.verbose)
     try:

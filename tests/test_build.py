@@ -199,3 +199,7 @@ def test_cli_errors_exit_nonzero(tmp_path):
     r = subprocess.run([sys.executable, "-m", "preprocess", "generate-triangle"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--num-clouds" in r.stderr
+    # preprocess alone has no task declarations: it names the command that has them
+    r = subprocess.run([sys.executable, "-m", "preprocess", "build-graphs", "--task", "triangle"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "python -m eqgat.tasks build-graphs" in r.stderr
