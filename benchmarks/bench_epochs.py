@@ -60,7 +60,7 @@ def triangle_graphs(work: Path, clouds: int, workers: int) -> Path:
     raw = out.parent / "raw.h5"
     run([sys.executable, "-m", "preprocess", "generate-triangle", "--num-clouds", str(clouds),
          "--seed", str(data["seed"]), "--out", str(raw)], out.parent / "generate.log")
-    run([sys.executable, "-m", "preprocess", "build-graphs", "--task", "triangle", "--raw", str(raw),
+    run([sys.executable, "-m", "eqgat.tasks", "build-graphs", "--task", "triangle", "--raw", str(raw),
          "--out", str(out), "--cutoff", str(CONFIG["triangle"]["graph"]["cutoff"]),
          "--workers", str(workers), "--no-progress"], out.parent / "graphs.log")
     return out
@@ -74,7 +74,7 @@ def psr_graphs(work: Path, records: int, workers: int) -> Path:
     source = out.parent / "source"
     run([sys.executable, "benchmarks/synthetic_atom3d.py", "psr", "--records", str(records),
          "--out", str(source)], out.parent / "synthetic.log")
-    run([sys.executable, "-m", "preprocess", "build-graphs", "--task", "psr", "--source", str(source),
+    run([sys.executable, "-m", "eqgat.tasks", "build-graphs", "--task", "psr", "--source", str(source),
          "--out", str(out), "--cutoff", str(CONFIG["psr"]["graph"]["cutoff"]),
          "--workers", str(workers), "--no-progress"], out.parent / "graphs.log")
     return out

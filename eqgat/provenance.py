@@ -15,11 +15,11 @@ from pathlib import Path
 #: the repository (or site-packages) folder holding the `eqgat` and `preprocess` packages
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
-_TASK_COMMON = ("eqgat/tasks/spec.py", "eqgat/tasks/_atom3d.py")
+_TASK_COMMON = ("eqgat/tasks/spec.py", "eqgat/tasks/_atom3d.py", "preprocess/spec.py")
 
 #: stage -> source files, or folders whose *.py files count, relative to SOURCE_ROOT
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
-    "generate": ("preprocess/triangle.py",),
+    "generate": ("preprocess/triangle.py", "preprocess/triangle_kernels.py"),
     "graphs": ("preprocess/neighbors.py", "preprocess/shards.py", "preprocess/build.py", "preprocess/task_shards.py",
                "preprocess/sources.py", "preprocess/readers/__init__.py", "preprocess/readers/report.py",
                "preprocess/readers/lmdb_records.py", "preprocess/elements.py", *_TASK_COMMON),
@@ -61,9 +61,11 @@ def task_files(task_name: str, stage: str, root: Path = SOURCE_ROOT) -> list[Pat
     task = get_task(task_name)
     files = _declaration_files(task_name)
     if stage in _READING_STAGES:
+        from preprocess.spec import Ref
+
         for obj in (task.reader, type(task.source)):
             if obj is not None:
-                files.append(Path(inspect.getsourcefile(obj)))
+                files.append(Path(obj.file() if isinstance(obj, Ref) else inspect.getsourcefile(obj)))
     out = []
     for f in dict.fromkeys(files):
         rel = f.resolve().relative_to(SOURCE_ROOT)

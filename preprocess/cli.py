@@ -1,4 +1,5 @@
-"""Command line: ``python -m preprocess {generate-triangle,build-graphs} ...``."""
+"""Command line: ``python -m preprocess generate-triangle ...``; with the task declarations
+(``python -m eqgat.tasks``, which passes them to :func:`main`) also ``build-graphs``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import json
 import logging
 import sys
 import time
+from typing import Any, Mapping
+
+from .spec import DEFAULT_MAX_DEGREE
 
 log = logging.getLogger("preprocess")
 
@@ -34,12 +38,10 @@ def _cmd_generate_triangle(args) -> int:
 
 
 def _cmd_build_graphs(args) -> int:
-    from eqgat.tasks import get_task
-
     from .task_shards import build_task_shards
 
     t0 = time.perf_counter()
-    task = get_task(args.task)
+    task = args.tasks[args.task]
     location = args.source or args.raw
     if not location:
         raise ValueError(f"build-graphs --task {args.task} needs --source (the generated file, the extracted "
@@ -59,8 +61,9 @@ def _cmd_build_graphs(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m preprocess",
+def build_parser(tasks: Mapping[str, Any] | None = None) -> argparse.ArgumentParser:
+    """The parser; `tasks` (task name -> declaration) adds ``build-graphs``."""
+    p = argparse.ArgumentParser(prog="python -m preprocess" if tasks is None else "python -m eqgat.tasks",
                                 description="Preprocessing for the EQGAT workflow.")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
@@ -75,13 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-dist", type=float, default=2.0)
     g.add_argument("--threads", type=int, default=1, help="Numba threads")
     g.set_defaults(func=_cmd_generate_triangle)
-
-    from eqgat.tasks import TASKS
-
-    from .neighbors import DEFAULT_MAX_DEGREE
+    if tasks is None:
+        return p
 
     b = sub.add_parser("build-graphs", help="build HDF5 graph shards + manifest.json")
-    b.add_argument("--task", required=True, choices=list(TASKS))
+    b.add_argument("--task", required=True, choices=list(tasks))
     b.add_argument("--source", help="the task's data: the raw Triangle file, the folder an ATOM3D download was "
                                     "extracted into, or a structure folder")
     b.add_argument("--raw", help="same as --source (the raw Triangle file)")
@@ -104,12 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dask-slurm", default=None, help="JSON settings of a dask-jobqueue SLURMCluster (see preprocess.cluster)")
     b.add_argument("--compression", default=None, help="HDF5 filter (e.g. gzip, lzf)")
     b.add_argument("--no-progress", action="store_true")
-    b.set_defaults(func=_cmd_build_graphs)
+    b.set_defaults(func=_cmd_build_graphs, tasks=tasks)
     return p
 
 
-def main(argv=None) -> int:
-    parser = build_parser()
+def main(argv=None, tasks: Mapping[str, Any] | None = None) -> int:
+    """Run a command; `tasks` are the task declarations by name (:mod:`eqgat.tasks` passes them)."""
+    parser = build_parser(tasks)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if tasks is None and "build-graphs" in argv:
+        parser.error("build-graphs needs the task declarations: run python -m eqgat.tasks build-graphs ...")
     args = parser.parse_args(argv)
     _setup_logging(-1 if args.quiet else args.verbose)
     try:

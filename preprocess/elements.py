@@ -11,11 +11,9 @@ order of their three-letter codes, ALA=0 ... VAL=19. Note GLN (5) sorts before G
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Iterable, MutableMapping
 
 import numpy as np
-import pandas as pd
 
 ELEMENTS: tuple[str, ...] = ("H", "C", "N", "O", "F", "S", "Cl", "P", "other")
 NUM_ELEMENTS = len(ELEMENTS)  # 9
@@ -30,7 +28,6 @@ RESIDUE_CLASSES: tuple[str, ...] = (
     "ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE",
     "LEU", "LYS", "MET", "PHE", "PRO", "SER", "THR", "TRP", "TYR", "VAL",
 )
-NUM_RESIDUE_CLASSES = len(RESIDUE_CLASSES)  # 20
 RESIDUE_INDEX: dict[str, int] = {r: i for i, r in enumerate(RESIDUE_CLASSES)}
 assert list(RESIDUE_CLASSES) == sorted(RESIDUE_CLASSES)
 
@@ -53,6 +50,8 @@ def element_index(
     ``collections.Counter``) the number of such atoms per (normalised) symbol is added
     to it, '' standing for empty/missing symbols.
     """
+    import pandas as pd  # here, not at the top: the task declarations import this module
+
     values = symbols if isinstance(symbols, (pd.Series, np.ndarray)) else list(symbols)
     codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
     table = np.empty(len(uniques) + 1, dtype=np.int8)  # last slot: missing (code -1)
@@ -67,13 +66,6 @@ def element_index(
                 sym = "" if k < 0 else normalize_symbol(uniques[k])
                 unknown[sym] = unknown.get(sym, 0) + int(np.count_nonzero(codes == k))
     return out.astype(np.int8, copy=False)
-
-
-def count_unknown(symbols: Iterable) -> Counter:
-    """Counter of symbols that ``element_index`` maps to 'other'."""
-    c: Counter = Counter()
-    element_index(symbols, unknown=c)
-    return c
 
 
 def is_hydrogen(symbols: Iterable) -> np.ndarray:

@@ -101,6 +101,8 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .spec import DEFAULT_MAX_DEGREE
+
 __all__ = ["DEFAULT_MAX_DEGREE", "DegreeExcess", "NeighborLimitError", "degree_excess", "optional_limit", "radius_graph",
            "radius_graph_batch"]
 
@@ -110,12 +112,6 @@ BRUTE_MAX_ATOMS = 48
 PARALLEL_MIN_ATOMS = 4096
 #: clouds in ``radius_graph_batch`` with at most this many atoms use brute force
 BATCH_BRUTE_MAX_ATOMS = 160
-#: the workflow's default ``max_degree``: an atom with more neighbours within the cutoff marks
-#: a broken structure (coincident or overlapping atoms).  At protein density (~0.058 heavy
-#: atoms per cubic Å, ~0.11 with hydrogens) a 4.5 Å ball holds ~22 heavy atoms (~43 with
-#: hydrogens) and at most ~60-80 even in dense packing; a Triangle cloud has at most 99
-#: neighbours (100 points)
-DEFAULT_MAX_DEGREE = 256
 
 _MARGIN = 1e-5  # relative enlargement of the cell side over the cutoff
 _MAX_CELLS_PER_DIM = float(2**31)

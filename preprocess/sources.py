@@ -20,9 +20,8 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from .build import ShardTask, shard_relpath
-from .download import Archive
-from .readers.lmdb_records import iter_records, num_records
 from .readers.report import SkipReport
+from .spec import Source
 
 __all__ = ["SPLITS", "Downloaded", "IndexedLmdb", "LmdbSplits", "StructureFolder"]
 
@@ -30,11 +29,12 @@ SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
-class Downloaded:
-    """What every downloaded source shares: its datasets (Zenodo archives) and, where a task
-    has several, the config option choosing one (LBA: ``split`` 30 or 60)."""
+class Downloaded(Source):
+    """What every downloaded source shares: its datasets (Zenodo archives,
+    :class:`preprocess.download.Archive`) and, where a task has several, the config option
+    choosing one (LBA: ``split`` 30 or 60)."""
 
-    datasets: Mapping[str, tuple[Archive, ...]]
+    datasets: Mapping[str, tuple] = field(default_factory=dict)
     option: str | None = None  # task config key whose value picks the dataset
     choices: Mapping[Any, str] = field(default_factory=dict)  # option value -> dataset name
     kind = "download"
@@ -51,6 +51,8 @@ class Downloaded:
 
     def records(self, payload: Mapping[str, Any], report: SkipReport, strict: bool) -> Iterator[tuple[int, dict]]:
         """``(index, record)`` of one shard task: a record range, or a list of record indices."""
+        from .readers.lmdb_records import iter_records
+
         if "indices" in payload:
             for index in payload["indices"].tolist():
                 yield from iter_records(payload["lmdb"], index, index + 1, report=report, strict=strict)
@@ -82,6 +84,8 @@ class LmdbSplits(Downloaded):
 
     def shard_tasks(self, location: str | Path, shard_size: int, options: Mapping[str, Any]) -> list[ShardTask]:
         """One task per `shard_size` records of each split (at most ``options['max_records']``)."""
+        from .readers.lmdb_records import num_records
+
         _check_shard_size(shard_size)
         max_records = options.get("max_records")
         tasks = []
@@ -126,7 +130,7 @@ class IndexedLmdb(Downloaded):
 
 
 @dataclass(frozen=True)
-class StructureFolder:
+class StructureFolder(Source):
     """A folder of PDB / mmCIF files and a labels CSV (``file,label[,split]``;
     :mod:`preprocess.readers.structures`). Planning scans the CSV once: it refuses names outside
     the folder, counts skipped rows, assigns the seeded split where the CSV has none and writes

@@ -221,22 +221,16 @@ def build_task_shards(task, location, out_dir, cutoff: float, max_neighbors: int
              "source": f"{task.name} from {Path(location).resolve()}",
              "label_kind": task.label.kind, "label_names": json.dumps(list(task.label.names)),
              "edges": "stored" if task.edges_in_shards else "built when loaded"}
-    if hasattr(source, "attrs"):
-        attrs.update(source.attrs(location, options))
-    if hasattr(source, "block_maker"):
-        make_block = source.block_maker(location, cutoff=float(cutoff), max_neighbors=max_neighbors,
-                                        max_degree=max_degree, strict=strict)
-    else:
-        reader_options = {k: options[k] for k in getattr(task, "reader_options", ()) if k in options}
+    attrs.update(source.attrs(location, options))
+    make_block = source.block_maker(location, cutoff=float(cutoff), max_neighbors=max_neighbors,
+                                    max_degree=max_degree, strict=strict)
+    if make_block is None:  # the reader route: records -> samples -> one block per shard task
+        reader_options = {k: options[k] for k in task.reader_options if k in options}
         graphs = GraphSettings(float(cutoff), max_neighbors, max_degree, edges=task.edges_in_shards)
         make_block = functools.partial(make_sample_block, source=source, reader=task.reader, fields=task.fields,
                                        graphs=graphs, strict=strict, options=reader_options)
-    before = None
-    if hasattr(source, "plan"):
-        shard_tasks, planned, before = source.plan(location, shard_size, options, out_dir)
-        attrs.update(planned)
-    else:
-        shard_tasks = source.shard_tasks(location, shard_size, options)
+    shard_tasks, planned, before = source.plan(location, shard_size, options, out_dir)
+    attrs.update(planned)
     manifest = build_shards(shard_tasks, make_block, out_dir, attrs, workers=workers, scheduler=scheduler,
                             threads=threads, progress=progress, compression=compression,
                             desc=f"{task.name} shards", slurm=slurm, splits=SPLIT_ORDER)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from atom3d_fixtures import make_dataset
-from preprocess.download import archives
+from eqgat.tasks import archives
 from workflow_helpers import TINY_CONFIG, copy_repo, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent("""
     from pathlib import Path
     os.umask(int(sys.argv[2], 8))
     from preprocess.atomic import atomic_write_bytes, write_json_atomic
-    from preprocess.download import extract
+    from preprocess.download.extract import extract
     out = Path(sys.argv[1])
     atomic_write_bytes(out / "a.bin", b"x")
     write_json_atomic(out / "b.json", {"k": 1})

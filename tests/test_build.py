@@ -12,7 +12,7 @@ from preprocess.build import (
     block_from_records,
     build_shards,
 )
-from preprocess.cli import main
+from eqgat.tasks import preprocess_main as main
 from preprocess.shards import ShardReader, read_manifest, sha256_file
 from preprocess.triangle import generate_triangle_clouds, write_raw
 
@@ -191,7 +191,7 @@ def test_cli_end_to_end(tmp_path):
 
 
 def test_cli_errors_exit_nonzero(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "preprocess", "build-graphs", "--task",
+    r = subprocess.run([sys.executable, "-m", "eqgat.tasks", "build-graphs", "--task",
                         "triangle", "--raw", str(tmp_path / "missing.h5"), "--out",
                         str(tmp_path / "g"), "--cutoff", "4"], capture_output=True, text=True)
     assert r.returncode == 1
@@ -199,3 +199,7 @@ def test_cli_errors_exit_nonzero(tmp_path):
     r = subprocess.run([sys.executable, "-m", "preprocess", "generate-triangle"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--num-clouds" in r.stderr
+    # preprocess alone has no task declarations: it names the command that has them
+    r = subprocess.run([sys.executable, "-m", "preprocess", "build-graphs", "--task", "triangle"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "python -m eqgat.tasks build-graphs" in r.stderr

@@ -18,19 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from preprocess import download as dl
-from preprocess.download import (
-    ChecksumError,
-    DownloadError,
-    ExtractError,
-    archive_url,
-    download,
-    extract,
-    main,
-    marker_path,
-)
+from eqgat.tasks import archives
+from preprocess.download import archive_url, archives_json, cli, files
+from preprocess.download import extract as extraction
+from preprocess.download.extract import ExtractError, extract, marker_path
+from preprocess.download.http import ChecksumError, DownloadError, download
 
-ARCHIVES = dl.archives()  # as the task declarations (eqgat/tasks) name them
+ARCHIVES = archives()  # as the task declarations (eqgat/tasks) name them
+
+
+def main(argv: list[str]) -> int:
+    """The download command line with the declared datasets (the workflow passes a rule's
+    archives with --archives-json instead)."""
+    return cli.main(argv, datasets=ARCHIVES)
 
 FAST = dict(backoff=0.01, max_backoff=0.05, timeout=5, progress=False)
 MAX_REQUESTS = 50  # every server refuses to answer more than this: no unbounded loops
@@ -178,8 +178,8 @@ def test_archive_table_and_urls():
     assert names["res"] == ["RES-raw.tar.gz", "RES-split-by-cath-topology-indices.tar.gz"]
     assert ARCHIVES["lba30"][0].record == ARCHIVES["lba60"][0].record == "4914718"
     assert ARCHIVES["psr"][0].extracts_to == "split-by-year"
-    for archives in ARCHIVES.values():
-        for a in archives:
+    for declared in ARCHIVES.values():
+        for a in declared:
             assert a.checksum is None and a.size is None  # nothing invented
     assert (archive_url("https://zenodo.org/record", "4915648", "PSR-split-by-year.tar.gz")
             == "https://zenodo.org/record/4915648/files/PSR-split-by-year.tar.gz?download=1")
@@ -190,20 +190,20 @@ def test_archive_table_and_urls():
 
 
 def test_parse_checksum_and_checksum_file(tmp_path):
-    assert dl.parse_checksum("MD5:" + "A" * 32) == ("md5", "a" * 32)
+    assert files.parse_checksum("MD5:" + "A" * 32) == ("md5", "a" * 32)
     for bad in ("abc", "sha1:" + "0" * 40, "md5:123", "sha256:" + "z" * 64):
         with pytest.raises(ValueError):
-            dl.parse_checksum(bad)
+            files.parse_checksum(bad)
     f = tmp_path / "sums.json"
     f.write_text(json.dumps({"PSR-split-by-year.tar.gz": "md5:" + "0" * 32,
                              "x.tar.gz": {"sha256": "1" * 64}}))
-    sums = dl.load_checksums(f)
+    sums = cli.load_checksums(f)
     assert sums["x.tar.gz"] == "sha256:" + "1" * 64
-    assert dl.resolve_checksum(ARCHIVES["psr"][0], sums) == "md5:" + "0" * 32
-    assert dl.resolve_checksum(ARCHIVES["psr"][0], {}) is None
+    assert cli.resolve_checksum(ARCHIVES["psr"][0], sums) == "md5:" + "0" * 32
+    assert cli.resolve_checksum(ARCHIVES["psr"][0], {}) is None
     y = tmp_path / "sums.yaml"
     y.write_text("RES-raw.tar.gz: md5:" + "2" * 32 + "\n")
-    assert dl.load_checksums(y) == {"RES-raw.tar.gz": "md5:" + "2" * 32}
+    assert cli.load_checksums(y) == {"RES-raw.tar.gz": "md5:" + "2" * 32}
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,9 +468,9 @@ def lmdb_layout(top="split-by-year"):
 
 @pytest.fixture(params=[True, False], ids=["data-filter", "own-checks-only"])
 def filter_mode(request, monkeypatch):
-    if request.param and not dl._HAS_DATA_FILTER:
+    if request.param and not extraction._HAS_DATA_FILTER:
         pytest.skip("this Python's tarfile has no filter='data'")
-    monkeypatch.setattr(dl, "_HAS_DATA_FILTER", request.param)
+    monkeypatch.setattr(extraction, "_HAS_DATA_FILTER", request.param)
     return request.param
 
 
@@ -504,7 +504,7 @@ def test_extract_rerun_is_skipped(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("extracted again")
 
-    monkeypatch.setattr(dl, "_extract_stream", boom)
+    monkeypatch.setattr(extraction, "_extract_stream", boom)
     extract(arc, out)  # same size + mtime: skipped
     os.utime(arc, ns=(1, 1))
     extract(arc, out)  # mtime changed but same sha256: still skipped
@@ -514,7 +514,7 @@ def test_extract_rerun_is_skipped(tmp_path, monkeypatch):
     import shutil
 
     shutil.rmtree(out / "split-by-year")
-    assert dl.read_marker(arc, out) is None
+    assert extraction.read_marker(arc, out) is None
 
 
 def test_extract_changed_archive_replaces_content(tmp_path):
@@ -668,7 +668,7 @@ def test_cli_psr(serve, tmp_path):
     data = make_tar(tmp_path / "src.tar.gz", lmdb_layout()).read_bytes()
     s = archive_server(serve, {"/4915648/files/PSR-split-by-year.tar.gz": data})
     out = tmp_path / "resources" / "psr"
-    argv = ["--task", "psr", "--base-url", s.url, "--out", str(out), "--checksum", md5(data),
+    argv = ["--dataset", "psr", "--base-url", s.url, "--out", str(out), "--checksum", md5(data),
             "--retries", "2", "--backoff", "0.01", "--no-progress", "-q"]
     assert main(argv) == 0
     assert (out / "split-by-year/data/test/data.mdb").exists()
@@ -678,7 +678,7 @@ def test_cli_psr(serve, tmp_path):
     assert len(s.requests) == 1
     # a wrong checksum on a fresh folder: exit status 1, nothing extracted
     bad = tmp_path / "bad"
-    assert main(["--task", "psr", "--base-url", s.url, "--out", str(bad), "--checksum",
+    assert main(["--dataset", "psr", "--base-url", s.url, "--out", str(bad), "--checksum",
                  "md5:" + "0" * 32, "--no-progress", "-q"]) == 1
     assert not (bad / "split-by-year").exists()
 
@@ -692,7 +692,7 @@ def test_cli_res_two_archives_and_checksums_file(serve, tmp_path):
     sums = tmp_path / "sums.json"
     sums.write_text(json.dumps({"RES-raw.tar.gz": sha256(raw.read_bytes())}))
     out = tmp_path / "res"
-    argv = ["--task", "res", "--base-url", s.url + "/", "--out", str(out), "--checksums-file",
+    argv = ["--dataset", "res", "--base-url", s.url + "/", "--out", str(out), "--checksums-file",
             str(sums), "--checksum",
             f"RES-split-by-cath-topology-indices.tar.gz={md5(idx.read_bytes())}",
             "--remove-archives", "--no-progress", "-q"]
@@ -702,20 +702,25 @@ def test_cli_res_two_archives_and_checksums_file(serve, tmp_path):
     assert not (out / "archives" / "RES-raw.tar.gz").exists()  # removed after extraction
     assert main(argv) == 0 and len(s.requests) == 2  # markers: neither downloaded again
     # a bare checksum is ambiguous for a two-archive task
-    assert main(["--task", "res", "--out", str(out), "--checksum", md5(b"x"), "-q"]) == 2
+    assert main(["--dataset", "res", "--out", str(out), "--checksum", md5(b"x"), "-q"]) == 2
 
 
 def test_cli_404_and_module_entry_point(serve, tmp_path):
     s = archive_server(serve, {})
-    assert main(["--task", "rsr", "--base-url", s.url, "--out", str(tmp_path / "rsr"),
+    assert main(["--dataset", "rsr", "--base-url", s.url, "--out", str(tmp_path / "rsr"),
                  "--no-progress", "-q"]) == 1
     assert len(s.requests) == 1
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-m", "preprocess.download", "--list", "--base-url",
-                        "http://mirror.example/rec"], cwd=root, capture_output=True, text=True,
+                        "http://mirror.example/rec", "--dataset", "ppi", "--archives-json",
+                        archives_json(ARCHIVES["ppi"])], cwd=root, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert "http://mirror.example/rec/4911102/files/PPI-DIPS-split.tar.gz?download=1" in r.stdout
+    # without the archives (the workflow passes them) a dataset is unknown, by name
+    r = subprocess.run([sys.executable, "-m", "preprocess.download", "--dataset", "ppi", "--out",
+                        str(tmp_path / "ppi")], cwd=root, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no archives known for dataset 'ppi'" in r.stderr
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import email.message
 import gzip
+import hashlib
 import io
 import json
 import logging
@@ -39,19 +40,16 @@ from test_download import (
     sha256,
 )
 
-from preprocess import download as dl
-from preprocess.download import (
-    DownloadError,
-    ExtractError,
-    ExtractLimits,
-    RedirectError,
-    SafeRedirectHandler,
-    download,
-    extract,
-    main,
-    marker_path,
-    read_source,
-)
+from eqgat.tasks import archives
+from preprocess.download import cli, files, http
+from preprocess.download import extract as extraction
+from preprocess.download.extract import ExtractError, ExtractLimits, extract, marker_path
+from preprocess.download.http import DownloadError, RedirectError, SafeRedirectHandler, download, read_source
+
+
+def main(argv: list[str]) -> int:
+    """The download command line with the declared datasets."""
+    return cli.main(argv, datasets=archives())
 
 #: fixtures of tests/test_download.py, used here by name (the real server on 127.0.0.1, and
 #: both extraction paths: tarfile's "data" filter and our own checks alone)
@@ -62,7 +60,7 @@ PSR_NAME = "PSR-split-by-year.tar.gz"
 
 
 def psr_argv(base_url: str, out: Path, *extra: str) -> list[str]:
-    return ["--task", "psr", "--base-url", base_url, "--out", str(out), "--retries", "1",
+    return ["--dataset", "psr", "--base-url", base_url, "--out", str(out), "--retries", "1",
             "--backoff", "0.01", "--no-progress", *extra]
 
 
@@ -145,7 +143,7 @@ def test_checksum_failure_is_deleted_and_fetched_again(serve, tmp_path):
     other = make_tar(tmp_path / "other.tar.gz", lmdb_layout("other")).read_bytes()
     s = serve(lambda h, n: send_bytes(h, good if state["fixed"] else other))
     out = tmp_path / "psr"
-    argv = psr_argv(s.url, out, "--checksum", "sha256:" + dl.hashlib.sha256(good).hexdigest())
+    argv = psr_argv(s.url, out, "--checksum", "sha256:" + hashlib.sha256(good).hexdigest())
     assert main(argv) == 1
     assert not (out / "archives" / PSR_NAME).exists()
     state["fixed"] = True
@@ -181,7 +179,7 @@ def test_download_and_extract_name_what_a_file_is(serve, tmp_path):
             extract(path, tmp_path / "out")
         assert ei.value.corrupt and str(path) in str(ei.value)
     for mode in ("w", "w:gz", "w:bz2", "w:xz"):
-        assert dl.describe_file(make_tar(tmp_path / f"t.{mode[2:]}.tar", lmdb_layout(), mode)) \
+        assert files.describe_file(make_tar(tmp_path / f"t.{mode[2:]}.tar", lmdb_layout(), mode)) \
             is None
 
 
@@ -326,13 +324,13 @@ def test_allow_list_at_the_handler():
     url = "https://zenodo.org/record/1/files/f"
     with pytest.raises(RedirectError, match="host 'evil.example' is not in the allowed hosts"):
         follow(SafeRedirectHandler(["zenodo.org", "*.zenodo.org"]), url, "https://evil.example/f")
-    assert dl.redirect_problem(url, "https://files.zenodo.org/f", ["*.zenodo.org"]) is None
-    assert dl.redirect_problem(url, "https://ZENODO.org./f", ["zenodo.org"]) is None
-    assert dl.redirect_problem(url, "https://zenodo.org.evil.example/f", ["*.zenodo.org"])
-    assert dl.redirect_problem(url, "https://evilzenodo.org/f", ["*.zenodo.org"])
-    assert dl.redirect_problem(url, "https://zenodo.org/f", ["*.zenodo.org"])  # subdomains only
-    assert dl.redirect_problem(url, "https://anywhere.example/f") is None  # no list: any host
-    assert dl.redirect_problem("http://a/f", "https://b/f") is None  # upgrading is fine
+    assert http.redirect_problem(url, "https://files.zenodo.org/f", ["*.zenodo.org"]) is None
+    assert http.redirect_problem(url, "https://ZENODO.org./f", ["zenodo.org"]) is None
+    assert http.redirect_problem(url, "https://zenodo.org.evil.example/f", ["*.zenodo.org"])
+    assert http.redirect_problem(url, "https://evilzenodo.org/f", ["*.zenodo.org"])
+    assert http.redirect_problem(url, "https://zenodo.org/f", ["*.zenodo.org"])  # subdomains only
+    assert http.redirect_problem(url, "https://anywhere.example/f") is None  # no list: any host
+    assert http.redirect_problem("http://a/f", "https://b/f") is None  # upgrading is fine
 
 
 def cross_host_server(serve, data: bytes):
@@ -509,9 +507,9 @@ def test_member_never_writes_through_an_earlier_link(tmp_path, filter_mode, case
 
 KILL_AFTER_UNPACKING = """
 import os, signal, sys
-from preprocess import download as dl
+from preprocess.download.extract import extract
 os.rename = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # die before moving into place
-dl.extract(sys.argv[1], sys.argv[2])
+extract(sys.argv[1], sys.argv[2])
 """
 
 
@@ -525,7 +523,7 @@ def test_folder_left_by_a_killed_extraction_is_removed(tmp_path):
     (left,) = leftovers(out.parent)
     assert f"-{proc.pid}-" in left and (out.parent / left / "split-by-year").is_dir()
     # a live extraction's folder (this process) and another host's are left alone
-    live = out.parent / f"{dl._temp_prefix(out, 'extract')}abcd1234"
+    live = out.parent / f"{extraction._temp_prefix(out, 'extract')}abcd1234"
     other = out.parent / ".psr.extract-otherhost-1-abcd1234"
     live.mkdir()
     other.mkdir()
@@ -561,7 +559,7 @@ def test_206_with_a_range_we_did_not_ask_for_restarts_cleanly(serve, tmp_path):
 
 KILL_DURING_DOWNLOAD = """
 import sys
-from preprocess.download import download
+from preprocess.download.http import download
 download(sys.argv[1], sys.argv[2], progress=False, timeout=30)
 """
 
@@ -592,10 +590,10 @@ def test_download_killed_with_sigkill_resumes_with_range(serve, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-NEW_SETTINGS = {"allowed_hosts": [], "stall_window": dl.DEFAULT_STALL_WINDOW,
-                "min_speed": dl.DEFAULT_MIN_SPEED, "attempt_deadline": dl.DEFAULT_ATTEMPT_DEADLINE,
-                "max_extract_bytes": dl.DEFAULT_MAX_EXTRACT_BYTES,
-                "max_members": dl.DEFAULT_MAX_MEMBERS, "max_ratio": dl.DEFAULT_MAX_RATIO}
+NEW_SETTINGS = {"allowed_hosts": [], "stall_window": http.DEFAULT_STALL_WINDOW,
+                "min_speed": http.DEFAULT_MIN_SPEED, "attempt_deadline": http.DEFAULT_ATTEMPT_DEADLINE,
+                "max_extract_bytes": extraction.DEFAULT_MAX_EXTRACT_BYTES,
+                "max_members": extraction.DEFAULT_MAX_MEMBERS, "max_ratio": extraction.DEFAULT_MAX_RATIO}
 
 
 @pytest.mark.parametrize("names", [("config.yaml",), ("config.yaml", "paper.yaml")])
@@ -612,7 +610,7 @@ def test_configs_carry_the_download_settings_with_the_code_defaults(names):
         del config["download"][key]
     validate_config(config)
     assert {k: config["download"][k] for k in NEW_SETTINGS} == NEW_SETTINGS
-    args = dl.build_parser().parse_args(["--task", "psr", "--out", "x"])
+    args = cli.build_parser().parse_args(["--dataset", "psr", "--out", "x"])
     assert (args.allowed_host, args.stall_window, args.min_speed, args.attempt_deadline,
             args.max_extract_bytes, args.max_members, args.max_ratio) == tuple(
         NEW_SETTINGS.values())

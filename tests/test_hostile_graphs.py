@@ -134,7 +134,7 @@ def test_cli_passes_max_degree(psr_sets, tmp_path):
     """`--max-degree K` reaches the build and the manifest: with K the densest good atom's degree
     only the blob is left out, with K - 1 every training record is."""
     from eqgat.tasks import TASKS
-    from preprocess.cli import main
+    from eqgat.tasks import preprocess_main as main
     from preprocess.neighbors import radius_graph
     from preprocess.readers import read_samples
 

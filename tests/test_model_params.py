@@ -100,3 +100,20 @@ def test_params_table(capsys):
     out = capsys.readouterr().out
     assert "384,709" in out and "383,000" in out and "394,709" in out and "27,411" in out
     assert "16,483" in out  # SchNet on Triangle keeps its own count
+
+
+def test_model_classes_document_every_argument():
+    """EQGAT, its layer and the baselines list each constructor argument under ``Args:``."""
+    import inspect
+
+    from eqgat.models import EQGAT, PaiNN, SchNet
+    from eqgat.models.segnn import SEGNN
+    from eqgat.nn import EQGATConv
+
+    for cls in (EQGAT, EQGATConv, PaiNN, SchNet, SEGNN):
+        doc = inspect.getdoc(cls) or ""
+        assert "\nArgs:\n" in doc, cls.__name__
+        args = doc.split("\nArgs:\n", 1)[1]
+        documented = {line.split()[0] for line in args.splitlines() if line.startswith("    ") and not line.startswith("     ")}
+        expected = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        assert documented == expected, (cls.__name__, sorted(expected ^ documented))

@@ -9,7 +9,7 @@ import yaml
 from eqgat.models import MODELS
 from eqgat.tasks import TASKS, get_task
 from eqgat.tasks.config import config_schema, task_section, validate_config
-from preprocess.download import archives
+from eqgat.tasks import archives
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def test_command_line_choices_and_downloads_come_from_the_registry():
 
     assert choices(eqgat_parser(), "train", "--task") == list(TASKS)
     assert choices(eqgat_parser(), "train", "--model") == list(MODELS)
-    assert choices(preprocess_parser(), "build-graphs", "--task") == list(TASKS)
+    assert choices(preprocess_parser(TASKS), "build-graphs", "--task") == list(TASKS)
     datasets = {name for t in TASKS.values() if t.source.kind == "download" for name in t.source.datasets}
     assert set(archives()) == datasets == {"lba30", "lba60", "psr", "rsr", "res", "ppi"}
 

@@ -67,7 +67,7 @@ def warm_numba_cache() -> None:
                       "--radius", "5.0", "--min-dist", "1.0"],
                      ["build-graphs", "--task", "triangle", "--source", str(raw), "--out", str(graphs),
                       "--cutoff", "4.0", "--max-neighbors", "-1", "--shard-size", "4", "--no-progress"]):
-            subprocess.run([sys.executable, "-m", "preprocess", "-q", *args], cwd=REPO, check=True,
+            subprocess.run([sys.executable, "-m", "eqgat.tasks", "-q", *args], cwd=REPO, check=True,
                            capture_output=True)
     _numba_warm = True
 

@@ -4,18 +4,20 @@
 hyper-parameters it takes (its constructor's, less those an entry fixes: the ablations fix
 ``cross_product`` / ``feature_attention``). ``task_model_hparams`` gives a model the sizes its
 task declares: each model takes only its own arguments from the task's preset.
+
+The registry itself imports no torch: each entry loads its class on first use, so reading the
+model names (the config schema, Snakemake's wildcards) costs nothing.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
-from .base import GraphModel, constructor_arguments
-from .eqgat import EQGAT, EQGATBlock
-from .painn import PaiNN
-from .schnet import SchNet
+    from .base import GraphModel
 
 __all__ = ["EQGAT", "EQGATBlock", "GraphModel", "MODELS", "ModelEntry", "PaiNN", "SchNet", "build_model",
            "count_parameters", "fit_hparams", "model_arguments", "register_model", "task_model_hparams"]
@@ -30,6 +32,8 @@ class ModelEntry:
     doc: str = ""
 
     def arguments(self) -> tuple[str, ...]:
+        from .base import constructor_arguments
+
         return tuple(a for a in constructor_arguments(self.load()) if a not in self.fixed)
 
     def build(self, **hparams: Any) -> GraphModel:
@@ -40,21 +44,30 @@ class ModelEntry:
         return self.load().from_hparams(**{**hparams, **self.fixed})
 
 
-def _segnn() -> type[GraphModel]:
-    """SEGNN baseline; e3nn is imported only when this model is used."""
-    from .segnn import SEGNN
+#: the classes this package exports, by module (imported on first access, see ``__getattr__``)
+_CLASSES = {"EQGAT": ".eqgat", "EQGATBlock": ".eqgat", "GraphModel": ".base", "PaiNN": ".painn", "SchNet": ".schnet",
+            "SEGNN": ".segnn"}
 
-    return SEGNN
+
+def _class(name: str) -> Callable[[], type[GraphModel]]:
+    """A loader of model class `name` (torch, and for SEGNN e3nn, are imported when it runs)."""
+    return lambda: getattr(importlib.import_module(_CLASSES[name], __name__), name)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLASSES:
+        return _class(name)()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 MODELS: dict[str, ModelEntry] = {
-    "eqgat": ModelEntry(lambda: EQGAT, doc="EQGAT"),
-    "eqgat_nocross": ModelEntry(lambda: EQGAT, {"cross_product": False}, "EQGAT without the cross product (Table 4)"),
-    "eqgat_noatt": ModelEntry(lambda: EQGAT, {"feature_attention": False}, "EQGAT without feature attention (Table 4)"),
+    "eqgat": ModelEntry(_class("EQGAT"), doc="EQGAT"),
+    "eqgat_nocross": ModelEntry(_class("EQGAT"), {"cross_product": False}, "EQGAT without the cross product (Table 4)"),
+    "eqgat_noatt": ModelEntry(_class("EQGAT"), {"feature_attention": False}, "EQGAT without feature attention (Table 4)"),
     # baselines (docs/baselines.md)
-    "schnet": ModelEntry(lambda: SchNet, doc="SchNet"),
-    "painn": ModelEntry(lambda: PaiNN, doc="PaiNN"),
-    "segnn": ModelEntry(_segnn, doc="SEGNN (e3nn)"),
+    "schnet": ModelEntry(_class("SchNet"), doc="SchNet"),
+    "painn": ModelEntry(_class("PaiNN"), doc="PaiNN"),
+    "segnn": ModelEntry(_class("SEGNN"), doc="SEGNN (e3nn)"),
 }
 
 

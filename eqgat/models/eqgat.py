@@ -72,6 +72,31 @@ class EQGATBlock(nn.Module):
 
 
 class EQGAT(GraphModel):
+    r"""The EQGAT network (Le, Noe, Clevert 2022): an element embedding, ``num_layers``
+    :class:`EQGATBlock` s (attention layer, residual, gated update, optional norm), then the
+    task's readout. See the module docstring for the input and output.
+
+    Args:
+        num_elements (int): element classes of ``z`` (9 for ATOM3D, 2 for Triangle).
+        hidden_scalars (int): scalar channels ``Fs`` per atom.
+        hidden_vectors (int): vector channels ``Fv`` per atom.
+        num_layers (int): message-passing layers.
+        num_radial (int): Bessel functions of the edge length (times a polynomial envelope).
+        cutoff (float): radius of the graphs, in Å; the radial features vanish there.
+        out_dim (int): outputs per graph (targets, classes, or 1 logit).
+        readout (str): where the output is read: ``"graph"`` (mean over the atoms), ``"node"``
+            (at ``center_index``) or ``"pair"`` (at ``center_index0`` and ``center_index1``).
+        vector_aggr (str): how vector messages are combined over the neighbours: ``"mean"``
+            or ``"sum"``.
+        cross_product (bool): include the cross-product term of the vector messages (``False``:
+            the Table 4 ablation).
+        feature_attention (bool): one attention weight per scalar channel (``False``: one per
+            edge, the Table 4 ablation).
+        norm (bool): an equivariant norm after every layer and before the readout.
+        eps (float): floor of the squared norms and distances (finite gradients for coincident
+            atoms).
+    """
+
     def __init__(
         self,
         num_elements: int = 9,

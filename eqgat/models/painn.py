@@ -103,6 +103,23 @@ class PaiNNUpdate(nn.Module):
 
 
 class PaiNN(GraphModel):
+    r"""The PaiNN baseline (Schuett, Unke, Gastegger 2021) with separate scalar and vector
+    widths: message and update blocks as in the module docstring, then the task's readout.
+
+    Args:
+        num_elements (int): element classes of ``z``.
+        hidden_scalars (int): scalar channels ``Fs``.
+        hidden_vectors (int): vector channels ``Fv``.
+        num_layers (int): message + update blocks.
+        num_radial (int): Bessel functions of the edge length (times PaiNN's cosine cutoff).
+        cutoff (float): radius of the graphs, in Å.
+        out_dim (int): outputs per graph (targets, classes, or 1 logit).
+        readout (str): where the output is read: ``"graph"`` (mean over the atoms), ``"node"``
+            (at ``center_index``) or ``"pair"`` (at ``center_index0`` and ``center_index1``).
+        vector_aggr (str): ``"mean"`` or ``"sum"`` of the messages over the neighbours.
+        eps (float): floor of the squared norms and distances.
+    """
+
     def __init__(
         self,
         num_elements: int = 9,

@@ -35,6 +35,21 @@ __all__ = ["SchNet"]
 
 
 class SchNet(GraphModel):
+    r"""The SchNet baseline (Schuett et al. 2017): PyG's interaction blocks on the batch's own
+    edges, with residual updates, then the task's readout. It has no vector features.
+
+    Args:
+        num_elements (int): element classes of ``z``.
+        hidden_scalars (int): width of the atom features and number of filters.
+        num_layers (int): interaction blocks.
+        num_radial (int): Gaussians of the edge length, evenly spaced on ``[0, cutoff]``.
+        cutoff (float): radius of the graphs, in Å (the cosine cutoff's).
+        out_dim (int): outputs per graph (targets, classes, or 1 logit).
+        readout (str): where the output is read: ``"graph"`` (mean over the atoms), ``"node"``
+            (at ``center_index``) or ``"pair"`` (at ``center_index0`` and ``center_index1``).
+        eps (float): floor of the squared distances.
+    """
+
     def __init__(
         self,
         num_elements: int = 9,

@@ -182,6 +182,25 @@ class SEGNNLayer(nn.Module):
 
 
 class SEGNN(GraphModel):
+    r"""The SEGNN baseline (Brandstetter et al. 2022) with e3nn: steerable messages and
+    updates conditioned on spherical harmonics of the edges (lmax 2), then an invariant
+    projection and the task's readout. See the module docstring for the network.
+
+    Args:
+        num_elements (int): element classes of ``z``.
+        hidden_scalars (int): ``l = 0`` channels.
+        hidden_vectors (int): ``l = 1`` channels.
+        hidden_tensors (int, optional): ``l = 2`` channels (default ``hidden_vectors // 2``).
+        num_layers (int): message-passing layers.
+        num_radial (int): Bessel features of the edge length added to each message.
+        cutoff (float): radius of the graphs, in Å.
+        out_dim (int): outputs per graph (targets, classes, or 1 logit).
+        readout (str): where the output is read: ``"graph"`` (mean over the atoms), ``"node"``
+            (at ``center_index``) or ``"pair"`` (at ``center_index0`` and ``center_index1``).
+        vector_aggr (str): ``"mean"`` or ``"sum"`` of the messages over the neighbours.
+        eps (float): floor of the squared distances.
+    """
+
     def __init__(
         self,
         num_elements: int = 9,

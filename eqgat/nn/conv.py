@@ -78,6 +78,23 @@ def _cross(a: Tensor, b: Tensor) -> Tensor:
 
 
 class EQGATConv(MessagePassing):
+    r"""The EQGAT attention layer (paper eqs. 1-6): per-channel attention over the neighbours
+    for the scalar messages, and vector messages built from the edge direction, the neighbour's
+    vectors and their cross product with the centre's. Returns the messages ``(m_s, m_v)``;
+    see the module docstring for the equations.
+
+    Args:
+        hidden_scalars (int): scalar channels ``Fs``.
+        hidden_vectors (int): vector channels ``Fv``.
+        num_radial (int): size of the edge features ``e_ij`` the layer receives.
+        first_layer (bool): the input vectors are zero, so only the edge-direction term is
+            built (and there is no vector weight matrix).
+        cross_product (bool): include the ``v_i x v_j`` term (``False``: the Table 4 ablation).
+        feature_attention (bool): one attention logit per scalar channel (``False``: one per
+            edge, broadcast over the channels).
+        vector_aggr (str): ``"mean"`` or ``"sum"`` of the vector messages over the neighbours.
+    """
+
     def __init__(
         self,
         hidden_scalars: int,

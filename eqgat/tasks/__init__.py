@@ -14,7 +14,7 @@ from types import ModuleType
 from . import lba, ppi, psr, res, rsr, structures, triangle
 from .spec import TaskSpec
 
-__all__ = ["TASKS", "get_task", "task_module_file"]
+__all__ = ["TASKS", "archives", "get_task", "preprocess_main", "task_module_file"]
 
 _MODULES: tuple[ModuleType, ...] = (triangle, lba, psr, rsr, res, ppi, structures)
 
@@ -33,3 +33,20 @@ def task_module_file(name: str) -> Path:
     """The file declaring a task (its code version is part of the task's stages)."""
     get_task(name)
     return _FILES[name]
+
+
+def archives() -> dict[str, tuple]:
+    """Every dataset the declared tasks download: dataset name -> its archives
+    (:class:`preprocess.download.Archive`); what the download rules are made from."""
+    out: dict[str, tuple] = {}
+    for task in TASKS.values():
+        out.update(task.source.datasets)
+    return out
+
+
+def preprocess_main(argv: list[str] | None = None) -> int:
+    """``python -m eqgat.tasks``: preprocessing's command line (:mod:`preprocess.cli`) with the
+    declared tasks, so that ``build-graphs --task NAME`` finds its declaration."""
+    from preprocess.cli import main
+
+    return main(argv, tasks=TASKS)

@@ -12,11 +12,10 @@ import numpy as np
 
 from eqgat import metrics as M
 from preprocess.download import Archive
-from preprocess.readers import lba
 from preprocess.sources import LmdbSplits
 
 from ._atom3d import ATOM3D_OPTIONS, EQGAT_ATOM3D, SEGNN_ATOM3D
-from .spec import Field, Label, Metric, TaskSpec, atom3d_protocol
+from .spec import Ref, Field, Label, Metric, TaskSpec, atom3d_protocol
 
 _GB = 10 ** 9
 
@@ -38,7 +37,7 @@ TASK = TaskSpec(
     title="Ligand binding affinity (ATOM3D LBA)",
     source=LmdbSplits(datasets={"lba30": _archive(30), "lba60": _archive(60)}, option="split",
                       choices={30: "lba30", 60: "lba60"}),
-    reader=lba.samples,
+    reader=Ref("preprocess.readers.lba", "samples"),
     fields=(Field("num_ligand_atoms", "int", "the last that many atoms are the ligand"),),
     label=Label("regression", ("neglog_aff",)),
     readout="graph",

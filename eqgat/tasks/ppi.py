@@ -15,11 +15,13 @@ import numpy as np
 
 from eqgat import metrics as M
 from preprocess.download import Archive
-from preprocess.readers import ppi
 from preprocess.sources import LmdbSplits
 
 from ._atom3d import ATOM3D_OPTIONS, EQGAT_ATOM3D, SEGNN_ATOM3D
-from .spec import Field, Label, Metric, TaskSpec, atom3d_protocol
+from .spec import Ref, Field, Label, Metric, TaskSpec, atom3d_protocol
+
+#: Å around each residue's C-alpha: the neighbourhood a pair's graphs cover
+RADIUS = 30.0
 
 
 def evaluate(pred: np.ndarray, y: np.ndarray, columns: Mapping[str, Sequence]) -> dict[str, float]:
@@ -39,7 +41,7 @@ TASK = TaskSpec(
     title="Protein interface prediction (ATOM3D PPI, DIPS)",
     source=LmdbSplits(datasets={"ppi": (Archive("ppi", "4911102", "PPI-DIPS-split.tar.gz", "DIPS-split",
                                                 "DIPS-split/data/{train,val,test}", int(13.6e9)),)}),
-    reader=ppi.samples,
+    reader=Ref("preprocess.readers.ppi", "samples"),
     fields=(Field("num_atoms0", "int", "partner 0's atoms come first"),
             Field("ca0", "ints", "C-alpha atom of each usable residue of partner 0"),
             Field("ca1", "ints", "C-alpha atom of each usable residue of partner 1"),
@@ -54,7 +56,7 @@ TASK = TaskSpec(
     model_presets=SEGNN_ATOM3D,
     protocol={**atom3d_protocol(epochs=10, batch_size=10, selection="roc_auc"),
               "pairs": {"max_positives": 10, "negatives_per_positive": 1.0, "resample": True, "eval_seed": 0,
-                        "radius": ppi.RADIUS}},
+                        "radius": RADIUS}},
     options_schema={**ATOM3D_OPTIONS, "pairs": {
         "type": "object", "additionalProperties": False,
         "description": "residue pairs drawn per complex (eqgat/data/pairs.py)",

@@ -13,11 +13,10 @@ import numpy as np
 
 from eqgat import metrics as M
 from preprocess.download import Archive
-from preprocess.readers import ranking
 from preprocess.sources import LmdbSplits
 
 from ._atom3d import ATOM3D_OPTIONS, EQGAT_ATOM3D, SEGNN_ATOM3D
-from .spec import Field, Label, Metric, TaskSpec, atom3d_protocol
+from .spec import Ref, Field, Label, Metric, TaskSpec, atom3d_protocol
 
 RANKING_FIELDS = (Field("target", "str", "the native structure the decoy belongs to"),
                   Field("decoy", "str", "the decoy's name"))
@@ -41,7 +40,7 @@ TASK = TaskSpec(
     title="Protein structure ranking (ATOM3D PSR)",
     source=LmdbSplits(datasets={"psr": (Archive("psr", "4915648", "PSR-split-by-year.tar.gz", "split-by-year",
                                                 "split-by-year/data/{train,val,test}", int(2.0e9)),)}),
-    reader=ranking.psr_samples,
+    reader=Ref("preprocess.readers.ranking", "psr_samples"),
     fields=RANKING_FIELDS,
     label=Label("regression", ("gdt_ts",)),
     readout="graph",

@@ -14,11 +14,10 @@ import numpy as np
 from eqgat import metrics as M
 from preprocess.download import Archive
 from preprocess.elements import RESIDUE_CLASSES
-from preprocess.readers import res
 from preprocess.sources import IndexedLmdb
 
 from ._atom3d import ATOM3D_OPTIONS, EQGAT_ATOM3D, SEGNN_ATOM3D
-from .spec import Field, Label, Metric, TaskSpec, atom3d_protocol
+from .spec import Ref, Field, Label, Metric, TaskSpec, atom3d_protocol
 
 
 def evaluate(pred: np.ndarray, y: np.ndarray, columns: Mapping[str, Sequence]) -> dict[str, float]:
@@ -34,7 +33,7 @@ TASK = TaskSpec(
         Archive("res", "5026743", "RES-split-by-cath-topology-indices.tar.gz", "indices",
                 "indices/{train,val,test}_indices.txt", None),
     )}),
-    reader=res.samples,
+    reader=Ref("preprocess.readers.res", "samples"),
     fields=(Field("center_index", "int", "the central residue's C-alpha"),),
     label=Label("classification", RESIDUE_CLASSES),
     readout="node",

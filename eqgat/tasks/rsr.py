@@ -9,12 +9,11 @@ validation MSE; a config may choose plain ``mse`` instead.
 from __future__ import annotations
 
 from preprocess.download import Archive
-from preprocess.readers import ranking
 from preprocess.sources import LmdbSplits
 
 from ._atom3d import ATOM3D_OPTIONS, EQGAT_ATOM3D, SEGNN_ATOM3D
 from .psr import RANKING_FIELDS, RANKING_METRICS, evaluate
-from .spec import Label, TaskSpec, atom3d_protocol
+from .spec import Ref, Label, TaskSpec, atom3d_protocol
 
 TASK = TaskSpec(
     name="rsr",
@@ -22,7 +21,7 @@ TASK = TaskSpec(
     source=LmdbSplits(datasets={"rsr": (Archive("rsr", "4961085", "RSR-candidates-split-by-time.tar.gz",
                                                 "candidates-split-by-time",
                                                 "candidates-split-by-time/data/{train,val,test}", int(1.3e9)),)}),
-    reader=ranking.rsr_samples,
+    reader=Ref("preprocess.readers.ranking", "rsr_samples"),
     fields=RANKING_FIELDS,
     label=Label("regression", ("rms",)),
     readout="graph",

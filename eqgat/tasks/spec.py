@@ -2,27 +2,27 @@
 
 A task is declared once, in its own module of :mod:`eqgat.tasks`, and everything else (the
 config schema and defaults, the command-line choices, the download rules, shard building,
-training, evaluation and the results table) reads that declaration. Nothing here imports torch:
-the shard builder imports declarations too.
+training, evaluation and the results table) reads that declaration. Nothing here imports torch,
+pandas or gemmi: Snakemake reads every declaration when it parses the workflow. What
+preprocessing needs from a declaration (:class:`Source`, :class:`Field`, the reader as a
+:class:`Ref`) is defined in :mod:`preprocess.spec`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from preprocess.neighbors import DEFAULT_MAX_DEGREE
+from preprocess.spec import DEFAULT_MAX_DEGREE, FIELD_KINDS, Field, Ref, Source
 
 __all__ = [
-    "FIELD_KINDS", "LABEL_KINDS", "READOUTS", "Field", "Label", "Metric", "Source", "TaskSpec",
+    "FIELD_KINDS", "LABEL_KINDS", "READOUTS", "Field", "Label", "Metric", "Ref", "Source", "TaskSpec",
     "atom3d_protocol", "train_protocol",
 ]
 
 READOUTS = ("graph", "node", "pair")
 LABEL_KINDS = ("regression", "classification", "binary")
-#: per-graph shard columns: one integer, one string, or a variable-length integer / string array
-FIELD_KINDS = ("int", "str", "ints", "strs")
 
 
 @dataclass(frozen=True)
@@ -36,10 +36,6 @@ class Metric:
     @property
     def direction(self) -> str:
         return "higher" if self.higher_is_better else "lower"
-
-    @property
-    def arrow(self) -> str:
-        return "↑" if self.higher_is_better else "↓"
 
 
 @dataclass(frozen=True)
@@ -63,45 +59,8 @@ class Label:
         return 1 if self.kind == "binary" else len(self.names)
 
     @property
-    def is_class(self) -> bool:
-        """Labels are integers (classes or 0/1), not float targets."""
-        return self.kind != "regression"
-
-    @property
     def default_loss(self) -> str:
         return {"regression": "mse", "classification": "cross_entropy", "binary": "bce"}[self.kind]
-
-
-@dataclass(frozen=True)
-class Field:
-    """A per-graph column of the shards besides ``id`` and ``y`` (see docs/shards.md).
-
-    ``int`` and ``str`` are one value per graph (integer columns whose name contains
-    ``index`` are node indices: PyG adds each graph's node offset when batching); ``ints`` and
-    ``strs`` are a variable-length array per graph (``ints`` may have a fixed trailing shape).
-    """
-
-    name: str
-    kind: str
-    doc: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in FIELD_KINDS:
-            raise ValueError(f"field kind must be one of {FIELD_KINDS}, got {self.kind!r}")
-
-    @property
-    def ragged(self) -> bool:
-        return self.kind in ("ints", "strs")
-
-
-class Source(Protocol):
-    """Where a task's structures come from and how they are cut into shard tasks."""
-
-    kind: str  # "generated" | "download" | "folder"
-
-    def shard_tasks(self, location: str, shard_size: int, options: Mapping[str, Any]) -> list: ...
-
-    def records(self, payload: Any, report: Any, strict: bool) -> Iterator[tuple[int, Any]]: ...
 
 
 Evaluate = Callable[[np.ndarray, np.ndarray, Mapping[str, Sequence]], dict]
@@ -111,8 +70,9 @@ Evaluate = Callable[[np.ndarray, np.ndarray, Mapping[str, Sequence]], dict]
 class TaskSpec:
     """One learning task, declared once (see the modules of :mod:`eqgat.tasks`).
 
-    * ``source``, ``reader``: where the structures come from and how one record becomes
-      samples (``reader(record, index, strict=, report=, **options) -> Iterator[Sample]``);
+    * ``source``, ``reader``: where the structures come from (a :class:`Source`) and how one
+      record becomes samples (``reader(record, index, strict=, report=, **options) ->
+      Iterator[Sample]``, a function or a :class:`Ref` to one, imported when first called);
     * ``fields``: the per-graph shard columns the reader fills besides ``id`` and ``y``;
     * ``label``, ``readout``: what is predicted and where the model reads it out
       (``graph`` mean pooling, ``node`` at ``center_index``, ``pair`` at ``center_index0/1``);

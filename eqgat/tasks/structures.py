@@ -23,12 +23,11 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from eqgat import metrics as M
-from preprocess.readers import structures
 from preprocess.readers.structures import KINDS
 from preprocess.sources import StructureFolder
 
 from ._atom3d import EQGAT_ATOM3D
-from .spec import Field, Label, Metric, TaskSpec, atom3d_protocol
+from .spec import Ref, Field, Label, Metric, TaskSpec, atom3d_protocol
 
 REGRESSION_METRICS = (Metric("rmse", False, in_table=True), Metric("mae", False, in_table=True),
                       Metric("pearson", True, in_table=True), Metric("spearman", True, in_table=True))
@@ -65,7 +64,7 @@ TASK = TaskSpec(
     name="structures",
     title="Your own structures (PDB / mmCIF folder + labels CSV)",
     source=StructureFolder(),
-    reader=structures.samples,
+    reader=Ref("preprocess.readers.structures", "samples"),
     fields=(Field("file", "str", "the structure's file, relative to the folder"),),
     # the declaration covers both kinds (schema: losses and selection metrics of either);
     # configure() gives the task of a section's kind

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from eqgat import metrics as M
-from preprocess.neighbors import DEFAULT_MAX_DEGREE
+from preprocess.spec import DEFAULT_MAX_DEGREE
 from preprocess.triangle import TARGET_NAMES, TriangleRaw
 
 from .spec import Label, Metric, TaskSpec, train_protocol

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import TYPE_CHECKING, Iterator, Union
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from preprocess.elements import element_index, is_hydrogen
 
@@ -131,6 +133,8 @@ def require(record, key: str):
 
 def atom_table(record, key: str) -> pd.DataFrame:
     """The atom DataFrame ``record[key]``, validated (x, y, z, element columns)."""
+    import pandas as pd  # here: the shard builder's workers import this package before any reader runs
+
     df = require(record, key)
     if isinstance(df, dict) and "columns" in df and "data" in df:
         df = pd.DataFrame(**df)  # record without 'types' (atom3d leaves a dict)
@@ -188,6 +192,8 @@ def score(record, key: str, container: str = "scores") -> float:
     Accepts a dict, a pandas Series, a one-row DataFrame, or a Series as atom3d's JSON
     serialisation leaves it (``{'name', 'index', 'data'}``).
     """
+    import pandas as pd
+
     if not isinstance(record, dict) or record.get(container) is None:
         raise SkipSample(MISSING_LABEL, f"no {container!r}")
     s = record[container]

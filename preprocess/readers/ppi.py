@@ -35,7 +35,6 @@ from preprocess.elements import ELEMENTS, HYDROGEN_INDEX, OTHER_INDEX
 from . import Sample, SkipSample, atom_table, coordinates, elements, guard, record_id, require
 from .report import CA_NOT_UNIQUE, EMPTY_ATOMS, MALFORMED, NO_PARTNERS, SkipReport
 
-RADIUS = 30.0  # Å around each residue's C-alpha: the neighbourhood a pair's graphs cover
 NO_POSITIVES = "no_positives"
 _CARBON = ELEMENTS.index("C")
 

@@ -32,10 +32,12 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Iterator, Union
+from typing import TYPE_CHECKING, Iterator, Union
 
-import gemmi
 import numpy as np
+
+if TYPE_CHECKING:
+    import gemmi
 
 from preprocess.atomic import write_text_atomic
 from preprocess.elements import OTHER_INDEX, element_index
@@ -151,6 +153,8 @@ def _check_pdb_coordinates(data: bytes) -> None:
 
 def _parse(path: Path) -> gemmi.Structure:
     """The whole file parsed by gemmi; SkipSample(UNPARSEABLE) when gemmi refuses it."""
+    import gemmi  # here, not at the top: the task declarations import this module
+
     fmt = structure_format(path.name)
     if fmt is None:
         raise SkipSample(UNSUPPORTED_FORMAT, f"{path.name}: expected {', '.join(FORMATS)} (optionally .gz)")

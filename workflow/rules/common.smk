@@ -1,5 +1,6 @@
 # Shared helpers: config validation and task sections, output paths, code versions.
 # Every task-specific fact comes from the task declarations in eqgat/tasks/.
+import functools
 import json
 from pathlib import Path
 
@@ -8,9 +9,9 @@ from snakemake.utils import min_version
 
 from eqgat.models import MODELS
 from eqgat.provenance import code_version as stage_code_version
-from eqgat.tasks import TASKS
+from eqgat.tasks import TASKS, archives
 from eqgat.tasks.config import validate_config
-from preprocess.download import archives
+from preprocess.download import archives_json, download_minutes
 from preprocess.shards import damaged_shards
 
 min_version("9.0")
@@ -37,8 +38,10 @@ LOGS = config["logs_dir"]
 ARCHIVES = archives()
 
 
+@functools.cache
 def code_version(stage, *tasks):
-    """Hash of the Python sources a stage runs for tasks (eqgat/provenance.py lists them)."""
+    """Hash of the Python sources a stage runs for tasks (eqgat/provenance.py lists them); each
+    (stage, tasks) is hashed once per parse, not once per job."""
     return stage_code_version(stage, *tasks, root=ROOT)
 
 
@@ -75,9 +78,11 @@ def all_outputs():
 
 def predict_files():
     """The structure files of the `predict` config (folders expanded to their files)."""
+    if not config.get("predict"):
+        return []
     from eqgat.predict import expand
 
-    return expand(config["predict"]["files"]) if config.get("predict") else []
+    return expand(config["predict"]["files"])
 
 
 def dataset_of(task):
@@ -102,7 +107,7 @@ def graph_source(wildcards):
 
 
 def source_location(task):
-    """The path `preprocess build-graphs --source` reads for a task."""
+    """The path `eqgat.tasks build-graphs --source` reads for a task."""
     kind = TASKS[task].source.kind
     if kind == "generated":
         return f"{RESULTS}/{task}/raw/clouds.h5"

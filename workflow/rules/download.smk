@@ -3,6 +3,11 @@
 # (not outputs), so a rerun of a rule re-extracts but never downloads again.
 
 
+def literal(value):
+    """A param Snakemake passes as it is (its braces are not wildcards)."""
+    return lambda wildcards: value
+
+
 for _dataset, _archives in ARCHIVES.items():
 
     rule:
@@ -14,7 +19,10 @@ for _dataset, _archives in ARCHIVES.items():
             f"{LOGS}/download/{_dataset}.log",
         conda:
             CONDA_ENV
+        resources:
+            runtime=download_minutes(_archives),
         params:
+            archives=literal(archives_json(_archives)),
             dataset=lambda wildcards, output: Path(output[0]).parent.name,
             base_url=config["download"]["base_url"],
             retries=config["download"]["retries"],
@@ -28,10 +36,10 @@ for _dataset, _archives in ARCHIVES.items():
             max_members=config["download"]["max_members"],
             max_ratio=config["download"]["max_ratio"],
             out=lambda wildcards, output: Path(output[0]).parent,
-            archives=f"{RESOURCES}/archives",
+            archive_dir=f"{RESOURCES}/archives",
         shell:
-            "python -m preprocess.download --task {params.dataset:q} --out {params.out:q}"
-            " --archive-dir {params.archives:q} --base-url {params.base_url:q} --retries {params.retries:q}"
+            "python -m preprocess.download --dataset {params.dataset:q} --archives-json {params.archives:q}"
+            " --out {params.out:q} --archive-dir {params.archive_dir:q} --base-url {params.base_url:q} --retries {params.retries:q}"
             " --checksums-json {params.checksums:q} --allowed-hosts-json {params.allowed_hosts:q}"
             " --stall-window {params.stall_window:q} --min-speed {params.min_speed:q}"
             " --attempt-deadline {params.attempt_deadline:q} --max-extract-bytes {params.max_extract_bytes:q}"

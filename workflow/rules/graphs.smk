@@ -38,7 +38,7 @@ rule build_graphs:
         code=lambda wc: code_version("graphs", wc.task),
         files=lambda wc: folder_listing(wc.task),
     shell:
-        "python -m preprocess build-graphs --task {wildcards.task:q} --source {params.source:q} --out {output:q}"
+        "python -m eqgat.tasks build-graphs --task {wildcards.task:q} --source {params.source:q} --out {output:q}"
         " --options {params.options:q} --cutoff {params.cutoff:q} --max-neighbors {params.max_neighbors:q}"
         " --max-degree {params.max_degree:q}"
         " --shard-size {params.shard_size:q} --workers {threads} --scheduler={params.scheduler:q}"
