@@ -13,14 +13,15 @@ import sys
 import traceback
 from pathlib import Path
 
-ENTRY_POINTS = {"eqgat": "eqgat.cli", "preprocess": "preprocess.cli", "preprocess.download": "preprocess.download"}
+ENTRY_POINTS = {"eqgat": ("eqgat.cli", "main"), "eqgat.tasks": ("eqgat.tasks", "preprocess_main")}
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def run_module(module: str, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`python -m <module> <args>` in-process: its exit code, its stdout, and its stderr with the
     log records it emitted (as the command's own logging set-up would print them)."""
-    main = importlib.import_module(ENTRY_POINTS[module]).main
+    entry_module, entry = ENTRY_POINTS[module]
+    main = getattr(importlib.import_module(entry_module), entry)
     out, err = io.StringIO(), io.StringIO()
     handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
