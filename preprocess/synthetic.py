@@ -214,8 +214,9 @@ def res_record(k: int, seed: int = 0, envs: int = 40, min_res: int = 150, max_re
 
 def ppi_record(k: int, seed: int = 0, min_res: int = 150, max_res: int = 300, contact: float = 8.0,
                gap: float = 4.0, h_fraction: float = 0.3, density: float = 0.05) -> dict:
-    """A complex of two synthetic proteins placed `gap` A apart (sphere surfaces, along x); the
-    listed neighbours are the residue pairs across the two whose C-alphas are within `contact` A."""
+    """A complex of two synthetic proteins side by side along x, their closest C-alphas about
+    `gap` + 2 A apart; the listed neighbours are the residue pairs across the two whose C-alphas
+    are within `contact` A."""
     rng = np.random.default_rng([seed, 2_000_003 + k])
     rid = f"c{k:05d}.pdb"
     tables, cas = [], []
@@ -226,11 +227,17 @@ def ppi_record(k: int, seed: int = 0, min_res: int = 150, max_res: int = 300, co
         atoms["subunit"] = f"{rid}_{side}"
         tables.append(atoms)
         cas.append(info)
-    r0 = float(np.sqrt((tables[0][["x", "y", "z"]].to_numpy() ** 2).sum(1)).max())
-    r1 = float(np.sqrt((tables[1][["x", "y", "z"]].to_numpy() ** 2).sum(1)).max())
-    tables[1]["x"] = np.round(tables[1]["x"] + r0 + r1 + gap, 3)
     ca0 = tables[0][["x", "y", "z"]].to_numpy()[cas[0]["ca_row"]]
     ca1 = tables[1][["x", "y", "z"]].to_numpy()[cas[1]["ca_row"]]
+    # slide partner 1 along x towards partner 0 until their closest C-alphas are `gap` + 2 A apart
+    shift = float(ca0[:, 0].max() - ca1[:, 0].min()) + contact
+    while shift > 0:
+        moved = ca1 + [shift - 0.5, 0.0, 0.0]
+        if np.sqrt(np.sum((ca0[:, None, :] - moved[None]) ** 2, axis=-1).min()) < gap + 2.0:
+            break
+        shift -= 0.5
+    tables[1]["x"] = np.round(tables[1]["x"] + shift, 3)
+    ca1 = ca1 + [shift, 0.0, 0.0]
     close = np.argwhere(np.sum((ca0[:, None, :] - ca1[None]) ** 2, axis=-1) <= contact ** 2)
     if len(close) == 0:  # always one contact: the closest C-alpha pair
         d = np.sum((ca0[:, None, :] - ca1[None]) ** 2, axis=-1)
