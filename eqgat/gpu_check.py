@@ -153,7 +153,7 @@ def protocol_section(task) -> dict[str, Any]:
 def _records_needed(task_name: str, graphs: int, sizes: Sizes) -> int:
     if task_name == "res":
         return math.ceil(graphs / sizes.res_envs)
-    if task_name == "ppi":  # pairs drawn per complex: up to 2 x max_positives; the synthetic complexes have fewer
+    if task_name == "ppi":  # 2 pairs per listed contact (up to 10), a few contacts per synthetic complex
         return max(1, graphs // 4)
     return graphs
 
@@ -194,7 +194,9 @@ def task_shards(task, out: Path, graphs: int, sizes: Sizes, section: Mapping[str
     from preprocess.task_shards import build_task_shards
 
     if task.name == "triangle":
-        return triangle_shards(out, math.ceil(graphs / 0.8) + 10, sizes.triangle_points, section)
+        from preprocess.triangle import SPLIT_FRACTIONS
+
+        return triangle_shards(out, math.ceil(graphs / SPLIT_FRACTIONS[0]) + 10, sizes.triangle_points, section)
     records = _records_needed(task.name, graphs, sizes)
     source = SyntheticSource(record_maker(task.name, sizes, seed), {"train": records})
     build_task_shards(dataclasses.replace(task, source=source), out, out, cutoff=section["graph"]["cutoff"],
@@ -274,7 +276,9 @@ def check_bfloat16(psr_batch, task, section, device: torch.device, seed: int = 0
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     schedule = LearningRate(optimizer, settings, 1, higher_is_better=False)
     amp_ok = mixed_precision_available(device, True)
-    status = "ok" if amp_ok else (NO_CUDA if device.type != "cuda" else "skipped: GPU without bfloat16")
+    if device.type == "cuda" and not amp_ok:  # a GPU without bfloat16: nothing to run
+        return [row("bfloat16", "autocast training step (PSR)", "cuda", "skipped: GPU without bfloat16", "-")]
+    status = "ok" if amp_ok else NO_CUDA  # without CUDA: the CPU's autocast stands in
     try:
         loss, _ = train_one_epoch(model, [psr_batch], get_loss(settings.loss), optimizer, schedule,
                                   settings.clip_norm, device, progress=False, amp=True)
@@ -409,8 +413,11 @@ def check_cuda_tests(cuda: bool) -> list[dict]:
         return [row("cuda-tests", case, "cuda", NO_CUDA, "-")]
     if not tests.is_dir():
         return [row("cuda-tests", case, "cuda", f"skipped: no tests folder at {tests}", "-")]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", str(tests)],
-                          cwd=tests.parent, capture_output=True, text=True, timeout=600)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", str(tests)],
+                              cwd=tests.parent, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        return [row("cuda-tests", case, "cuda", "FAIL: still running after 600 s", "-")]
     last = (proc.stdout.strip().splitlines() or ["no output"])[-1]
     status = "ok" if proc.returncode == 0 else f"FAIL: pytest exit status {proc.returncode}"
     return [row("cuda-tests", case, "cuda", status, last, returncode=proc.returncode)]
