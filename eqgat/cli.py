@@ -281,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("params", help="parameter counts of the models the paper configuration trains")
     p.add_argument("--model", nargs="+", default=["eqgat"], choices=list(MODELS), help="registered model names")
     p.set_defaults(func=cmd_params)
+
+    from eqgat.gpu_check import add_parser as add_gpu_check
+
+    add_gpu_check(sub)
     return parser
 
 

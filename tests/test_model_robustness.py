@@ -129,6 +129,7 @@ def test_select_device(monkeypatch):
     assert select_device() == torch.device("cpu")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     torch.manual_seed(0)

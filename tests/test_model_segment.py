@@ -31,6 +31,23 @@ def test_half_precision_sums_accumulate_in_float32():
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
+def test_sums_under_autocast_stay_float32():
+    """Autocast would cast the sparse product's operands to bfloat16 (on the CPU there is no
+    such kernel: an error; on CUDA a bfloat16 sum): float32 edges are summed in float32, and
+    bfloat16 edges accumulate in float32 as without autocast."""
+    torch.manual_seed(2)
+    index = torch.randint(0, 3, (500,))
+    x = 1 + 1e-3 * torch.randn(500, 8)  # bfloat16 keeps ~3 digits: its sum would be visibly off
+    adj = Adjacency(index, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = scatter_sum(x, adj)
+        half = scatter_sum(x.to(torch.bfloat16), adj)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, reference_sum(x, index, 3), rtol=1e-6, atol=0)
+    torch.testing.assert_close(half, reference_sum(x.to(torch.bfloat16).float(), index, 3).to(torch.bfloat16),
+                               rtol=0, atol=0)
+
+
 def test_csr_rows_match_brute_force_with_empty_nodes_sorted_and_unsorted():
     """Row pointers: crow[n] = number of edges pointing at nodes < n, for indices that leave the
     first and last nodes empty, already sorted or not, int64 or int32; no edges at all."""

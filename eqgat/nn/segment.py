@@ -62,11 +62,14 @@ class Adjacency:
         if self.num_edges == 0 or self.num_nodes == 0:
             return x.new_zeros((self.num_nodes,) + tuple(tail))
         dense = x.reshape(self.num_edges, -1)
-        if dense.dtype in (torch.float16, torch.bfloat16):
-            # mixed precision: accumulate in float32 (and avoid half-precision sparse kernels)
-            out = (self.matrix(torch.float32) @ dense.float()).to(x.dtype)
-        else:
-            out = self.matrix(x.dtype) @ dense
+        # outside autocast, which would cast both operands of the product to bfloat16: a bfloat16
+        # accumulation, and no such sparse kernel at all on the CPU
+        with torch.autocast(dense.device.type, enabled=False):
+            if dense.dtype in (torch.float16, torch.bfloat16):
+                # mixed precision: accumulate in float32 (and avoid half-precision sparse kernels)
+                out = (self.matrix(torch.float32) @ dense.float()).to(x.dtype)
+            else:
+                out = self.matrix(x.dtype) @ dense
         return out.reshape((self.num_nodes,) + tuple(tail))
 
 
