@@ -7,8 +7,8 @@ Usage (the numbers in docs/performance.md and docs/shards.md come from)::
 Run it once with the checkout before the checks (shard format 2: contiguous datasets, no
 checksum) and once after (format 3: Fletcher32 per chunk, the structural check when a shard is
 opened, the index-range check per graph read); `PYTHONPATH` picks the code. The graphs are
-Triangle-sized (100 nodes, ~4,500 local edges each, random but valid), so no neighbour search
-runs. Timed: writing the shards; opening a split (the manifest check and every shard's
+Triangle-sized by default (100 nodes, 4,500 local edges each, random but valid; ``--nodes`` and
+``--edges`` for others), so no neighbour search runs. Timed: writing the shards; opening a split (the manifest check and every shard's
 index arrays); ``ShardReader.read`` of random graphs (median); one epoch of ``ShardDataset``
 through PyG's ``DataLoader`` (batch 64, shuffled, no workers), the median of ``--repeats``.
 """
@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/shard_bench")
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--graphs", type=int, default=500, help="graphs per shard")
+    ap.add_argument("--nodes", type=int, default=100, help="nodes per graph (PSR-sized: 1513)")
+    ap.add_argument("--edges", type=int, default=4500, help="edges per graph (PSR-sized: 33038)")
     ap.add_argument("--reads", type=int, default=3000)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
@@ -57,7 +59,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     attrs = {"task": "triangle", "cutoff": 10.0, "max_neighbors": -1, "max_degree": 256, "source": "bench",
              "z_classes": 2}
-    blocks = [make_block(rng, args.graphs, 100, 4500) for _ in range(args.shards)]
+    blocks = [make_block(rng, args.graphs, args.nodes, args.edges) for _ in range(args.shards)]
     start = time.perf_counter()
     entries = []
     for k, block in enumerate(blocks):
@@ -94,7 +96,8 @@ def main() -> None:
             pass
         if r:  # the first pass warms the page cache and the handles
             epochs.append(time.perf_counter() - t)
-    print(f"shard format {shards.FORMAT_VERSION}: {args.shards} shards x {args.graphs} graphs, {size / 1e6:.1f} MB")
+    print(f"shard format {shards.FORMAT_VERSION}: {args.shards} shards x {args.graphs} graphs of {args.nodes} nodes, "
+          f"{args.edges} edges; {size / 1e6:.1f} MB")
     print(f"write {write_s:.2f} s; open split {open_s * 1e3:.1f} ms; ShardReader.read median {read_us:.0f} us; "
           f"epoch (batch 64) median {statistics.median(epochs):.2f} s "
           f"({statistics.median(epochs) / (args.shards * args.graphs) * 1e6:.0f} us/graph)")

@@ -8,7 +8,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 def _read_umask() -> int:
@@ -86,6 +86,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+#: free space an HDF5 output leaves on its device (for the manifest and the other writers there)
+FREE_SPACE_MARGIN = 1 << 20
+
+
+def atomic_write_hdf5(path: str | os.PathLike, fill: Callable[[Any], None], margin: int = FREE_SPACE_MARGIN) -> None:
+    """Make an HDF5 file in memory (`fill` writes into the open ``h5py.File``), then write its
+    bytes atomically with plain file I/O, first checking that they fit with `margin` bytes to
+    spare. HDF5 writing to a full disk itself crashes (segmentation fault); this is a
+    :class:`DiskFullError` naming the folder. Costs the file's size in memory."""
+    import io
+    import shutil
+
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = io.BytesIO()
+    with h5py.File(image, "w", track_order=False) as f:
+        fill(f)
+    data = image.getbuffer()
+    needed = len(data) + margin
+    if shutil.disk_usage(path.parent).free < needed:
+        raise disk_full(path, needed)
+    atomic_write_bytes(path, data)
 
 
 def remove_stale_temps(folder: str | os.PathLike, name: str = "*") -> list[Path]:

@@ -30,11 +30,10 @@ handle per process, opened on first access).
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import io
 import json
 import os
-import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .atomic import atomic_write_bytes, disk_full
+from .atomic import atomic_write_bytes, atomic_write_hdf5
 
 __all__ = [
     "FORMAT_VERSION",
@@ -74,8 +73,6 @@ REQUIRED_ATTRS = ("task", "cutoff", "max_neighbors", "source")
 #: bytes per chunk of the checksummed datasets: a random read of one graph reads (and checks)
 #: a chunk or two; smaller chunks check less per read but index more chunks
 CHUNK_BYTES = 1 << 16
-#: free space a shard leaves on its device (for the manifest and the other writers there)
-FREE_SPACE_MARGIN = 1 << 20
 #: present in a graph folder while a build runs (written first, removed after the manifest)
 BUILDING_MARKER = ".build-in-progress"
 
@@ -280,12 +277,9 @@ def write_shard(path, block: GraphBlock, attrs: Mapping, compression: str | None
     given). The file is made in memory and written atomically; a full disk (or less free space
     than the shard and ``FREE_SPACE_MARGIN``) is a ``DiskFullError`` naming the folder.
     """
-    import h5py
-
     missing = [k for k in REQUIRED_ATTRS if k not in attrs]
     if missing:
         raise ShardFormatError(f"write_shard: missing required attrs {missing}")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     block.validate()
     max_n = int(np.diff(block.node_ptr).max()) if block.num_graphs else 0
     edge_dtype = np.int16 if max_n < INT16_MAX_NODES else np.int32
@@ -305,10 +299,8 @@ def write_shard(path, block: GraphBlock, attrs: Mapping, compression: str | None
         "created_by": root.get("created_by", package_version()),
     })
 
-    image = io.BytesIO()
-    with h5py.File(image, "w", track_order=False) as f:
-        _fill(f, block, edge_dtype, root, compression, compression_opts)
-    _write_image(Path(path), image.getbuffer())
+    atomic_write_hdf5(path, functools.partial(_fill, block=block, edge_dtype=edge_dtype, root=root,
+                                              compression=compression, compression_opts=compression_opts))
 
 
 def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
@@ -351,15 +343,6 @@ def _fill(f, block: GraphBlock, edge_dtype, root: Mapping, compression, compress
     for k in sorted(root):
         v = root[k]
         f.attrs[k] = "" if v is None else v
-
-
-def _write_image(path: Path, data: memoryview) -> None:
-    """Write a shard's bytes atomically with plain file I/O, first checking that they fit
-    (``DiskFullError`` naming the folder; HDF5 itself crashes on a full disk)."""
-    needed = len(data) + FREE_SPACE_MARGIN
-    if shutil.disk_usage(path.parent).free < needed:
-        raise disk_full(path, needed)
-    atomic_write_bytes(path, data)
 
 
 # --------------------------------------------------------------------------------------

@@ -19,11 +19,10 @@ import h5py
 import numpy as np
 import pytest
 
-from preprocess.atomic import DiskFullError, atomic_write_bytes
+from preprocess.atomic import FREE_SPACE_MARGIN, DiskFullError, atomic_write_bytes
 from preprocess.build import ShardTask, build_shards
 from preprocess.shards import (
     BUILDING_MARKER,
-    FREE_SPACE_MARGIN,
     GraphBlock,
     ShardIntegrityError,
     ShardReader,
