@@ -246,7 +246,8 @@ def class_folder(tmp_path: Path, names: list[str], labels: dict[str, list[int]])
     for split, ys in labels.items():
         block = tiny_block(len(entries), sizes=(4,) * len(ys))
         block = GraphBlock(block.node_ptr, block.edge_ptr, block.pos, block.z, block.edge_index,
-                           np.asarray(ys, np.int64), [f"{split}-{i}" for i in range(len(ys))])
+                           np.asarray(ys, np.int64), [f"{split}-{i}" for i in range(len(ys))],
+                           columns={"file": [f"{split}-{i}.pdb" for i in range(len(ys))]})
         path = out / split / "shard-00000.h5"
         write_shard(path, block, attrs)
         entries.append({"split": split, "path": str(path), "num_graphs": len(ys), "size": path.stat().st_size})
@@ -380,7 +381,7 @@ def render_caption(caption: Path, config: dict) -> str:
 
     Snakemake.config = config
     text = Environment(trim_blocks=True, lstrip_blocks=True).from_string(caption.read_text()).render(snakemake=Snakemake)
-    return publish_parts(text, writer_name="html", settings_overrides={"report_level": 2})["body"]
+    return publish_parts(text, writer="html", settings_overrides={"report_level": 2})["body"]
 
 
 def test_a_checkpoint_path_is_not_read_as_markup():
