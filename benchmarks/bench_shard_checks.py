@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--edges", type=int, default=4500, help="edges per graph (PSR-sized: 33038)")
     ap.add_argument("--reads", type=int, default=3000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--chunk-bytes", type=int, default=None, help="format 3: bytes per chunk (default: the code's)")
     args = ap.parse_args()
 
     import torch
@@ -54,6 +55,8 @@ def main() -> None:
     from eqgat.data import ShardDataset
 
     torch.set_num_threads(1)
+    if args.chunk_bytes and hasattr(shards, "CHUNK_BYTES"):
+        shards.CHUNK_BYTES = args.chunk_bytes
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     rng = np.random.default_rng(0)
@@ -96,7 +99,8 @@ def main() -> None:
             pass
         if r:  # the first pass warms the page cache and the handles
             epochs.append(time.perf_counter() - t)
-    print(f"shard format {shards.FORMAT_VERSION}: {args.shards} shards x {args.graphs} graphs of {args.nodes} nodes, "
+    chunks = f", chunks of {shards.CHUNK_BYTES} bytes" if hasattr(shards, "CHUNK_BYTES") else ""
+    print(f"shard format {shards.FORMAT_VERSION}{chunks}: {args.shards} shards x {args.graphs} graphs of {args.nodes} nodes, "
           f"{args.edges} edges; {size / 1e6:.1f} MB")
     print(f"write {write_s:.2f} s; open split {open_s * 1e3:.1f} ms; ShardReader.read median {read_us:.0f} us; "
           f"epoch (batch 64) median {statistics.median(epochs):.2f} s "

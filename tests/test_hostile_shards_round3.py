@@ -418,8 +418,8 @@ def test_names_in_a_predict_folder_reach_neither_the_dag_nor_the_report(tmp_path
             {"ignore": shutil.ignore_patterns("__pycache__")} if src.is_dir() else {}))
     folder = tmp_path / "new"
     folder.mkdir()
-    hostile = ["model_<v2>.pdb", "a</script><img src=x onerror=alert(1)>.pdb"]
-    for name in hostile:
+    (folder / "a<").mkdir()  # the path new/a</script><img ...>.pdb: a name cannot hold "/"
+    for name in ("model_<v2>.pdb", "a</script><img src=x onerror=alert(1)>.pdb"):
         (folder / name).write_text("ATOM\n")
     (tmp_path / "best.pt").write_bytes(b"weights")
     config = {**base_config(), "predict": {"checkpoint": "best.pt", "files": ["new"]}}
