@@ -525,18 +525,18 @@ class ShardReader:
         n0, n1 = int(c["node_ptr"][i]), int(c["node_ptr"][i + 1])
         e0, e1 = int(c["edge_ptr"][i]), int(c["edge_ptr"][i + 1])
         with self._checksummed(f"graph {i} ({c['ids'][i]!r})"):
+            stored = c["edge_index"][:, e0:e1] if e1 > e0 else np.zeros((2, 0), np.int16)
             out = {
                 "pos": c["pos"][n0:n1] if n1 > n0 else np.zeros((0, 3), np.float32),
                 "z": c["z"][n0:n1] if n1 > n0 else np.zeros(0, np.int8),
-                "edge_index": (c["edge_index"][:, e0:e1].astype(np.int64) if e1 > e0
-                               else np.zeros((2, 0), np.int64)),
                 "y": c["y"][i],
                 "id": str(c["ids"][i]),
             }
-        problem = index_problem(out["edge_index"], out["z"], c["z_classes"])
+        problem = index_problem(stored, out["z"], c["z_classes"])  # on the stored int16/int32: cheaper
         if problem:
             raise ShardIntegrityError(f"{self.path}: graph {i} ({out['id']!r}): {problem}: the shard was "
                                       "changed after it was written; rebuild the graphs")
+        out["edge_index"] = stored.astype(np.int64)
         for k, v in c["columns"].items():
             out[k] = v[i]
         if ragged:
