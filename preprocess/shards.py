@@ -374,7 +374,7 @@ def _pointer_problem(name: str, ptr: np.ndarray, num_graphs: int, total: int) ->
         return f"{name} starts at {ptr[0]}, not 0"
     drops = np.flatnonzero(np.diff(ptr) < 0)
     if drops.size:
-        return f"{name} decreases after graph {drops[0]} ({ptr[drops[0]]} then {ptr[drops[0] + 1]})"
+        return f"{name} decreases at graph {drops[0]} (starts at {ptr[drops[0]]}, ends at {ptr[drops[0] + 1]})"
     if ptr[-1] != total:
         return f"{name} ends at {ptr[-1]} but the data has {total} rows"
     return None

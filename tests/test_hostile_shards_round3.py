@@ -110,7 +110,7 @@ def rewrite(path: Path, dataset: str, index, value) -> None:
     ("edge_index", (1, 7), 40, r"graph 1 \('g1'\): edge_index holds 0\.\.40, outside 0\.\.5"),
     ("z", 6, 9, r"graph 1 \('g1'\): z holds \d\.\.9, outside 0\.\.8"),
     ("z", 0, -3, r"graph 0 \('g0'\): z holds -3\.\.\d, outside 0\.\.8"),
-    ("node_ptr", 1, 100, r"node_ptr decreases after graph 1 \(100 then 11\)"),
+    ("node_ptr", 1, 100, r"node_ptr decreases at graph 1 \(starts at 100, ends at 11\)"),
     ("edge_ptr", 3, 17, r"edge_ptr ends at 17 but the data has 18 rows"),
 ])
 def test_index_arrays_out_of_range_name_shard_and_graph(tmp_path, dataset, index, value, message):
