@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +19,8 @@ from eqgat.tasks import get_task
 from eqgat.tasks.spec import Metric
 from preprocess.atomic import write_text_atomic
 
+log = logging.getLogger(__name__)
+
 CSV_COLUMNS = ("task", "model", "metric", "direction", "n_runs", "seeds", "mean", "std", "paper_mean", "paper_std", "num_parameters", "paper_num_parameters")
 
 
@@ -28,11 +31,24 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def load_runs(metric_files: Iterable[str | Path]) -> list[dict[str, Any]]:
-    runs = []
+    """The runs of `metric_files`, each once: a file given twice (or by another path) and an
+    identical copy of a run are counted once, with a warning; two different results for one
+    (task, model, seed) are an error naming both files."""
+    runs: dict[tuple, dict[str, Any]] = {}
+    where: dict[tuple, Path] = {}
     for path in metric_files:
+        path = Path(path)
         with open(path) as fh:
-            runs.append(json.load(fh))
-    return runs
+            run = json.load(fh)
+        key = (run.get("task"), run.get("model"), run.get("seed"))
+        if key not in runs:
+            runs[key], where[key] = run, path
+        elif path.resolve() == where[key].resolve() or run == runs[key]:
+            log.warning("%s is the run of %s again (task %s, model %s, seed %s): counted once", path, where[key], *key)
+        else:
+            raise ValueError(f"{where[key]} and {path} are two different results of one run (task {key[0]}, "
+                             f"model {key[1]}, seed {key[2]}): give each run once")
+    return list(runs.values())
 
 
 def table_metrics(task_name: str, run: dict[str, Any]) -> tuple[Metric, ...]:
@@ -113,6 +129,21 @@ def markdown_table(rows: list[dict[str, Any]], notes: dict[str, str] | None = No
             out.append("| " + " | ".join(line) + " |")
         out.append("")
     return "\n".join(out)
+
+
+def unreported_runs(results_csv: str | Path, tasks: Iterable[str], models: Iterable[str],
+                    seeds: Iterable[int]) -> list[str]:
+    """The configured runs (``task/model/seed N``) that the results table at `results_csv` does not
+    count: seeds added since it was made, runs not finished (all of them when there is no table)."""
+    counted: set[tuple[str, str, str]] = set()
+    try:
+        with open(results_csv, newline="") as fh:
+            for row in csv.DictReader(fh):
+                counted.update((row["task"], row["model"], seed) for seed in (row.get("seeds") or "").split())
+    except (FileNotFoundError, KeyError, csv.Error):
+        pass
+    return [f"{task}/{model}/seed {seed}" for task in tasks for model in models for seed in seeds
+            if (task, model, str(seed)) not in counted]
 
 
 def write_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -126,6 +126,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from eqgat.provenance import code_version
     from eqgat.tasks import get_task
     from eqgat.train.checkpoint import fingerprint
+    from eqgat.train.classes import check_trainable
     from eqgat.train.loop import TrainSettings, seed_everything, train
 
     set_threads(args.threads)
@@ -139,6 +140,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     settings = TrainSettings.from_section(section["train"], seed=args.seed, num_workers=args.loader_workers, amp=args.amp)
     train_set = split_dataset(task, manifest, "train", section, args.seed, args.verify_shards)
     val_set = split_dataset(task, manifest, "val", section, args.seed, args.verify_shards)
+    if task.label.kind == "classification":
+        counts = check_trainable(task.label.names, train_set.labels(), str(manifest.parent))
+        log.info("training graphs per class: %s", dict(counts))
     device = select_device(args.device)
     seed_everything(args.seed)
     model = build_model(spec["name"], **spec["hparams"])
@@ -154,6 +158,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from eqgat.device import select_device
     from eqgat.tasks import get_task
+    from eqgat.train.classes import class_counts, unseen_class_warnings
     from eqgat.train.evaluate import evaluate
 
     set_threads(args.threads)
@@ -163,8 +168,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     task = base.for_section(section, label_names(attrs))
     splits = {split: split_dataset(task, manifest, split, section, args.seed, args.verify_shards)
               for split in args.splits}
+    extra: dict[str, Any] = {"seed": args.seed}
+    if task.label.kind == "classification":
+        names = task.label.names
+        trained = class_counts(split_dataset(task, manifest, "train", section, args.seed).labels(), names)
+        warnings = unseen_class_warnings(names, trained, {split: ds.labels() for split, ds in splits.items()})
+        if warnings:
+            extra["warnings"] = warnings
     result = evaluate(args.checkpoint, task, splits, args.batch_size or section["train"]["batch_size"],
-                      select_device(args.device), args.out, args.predictions, extra={"seed": args.seed})
+                      select_device(args.device), args.out, args.predictions, extra=extra)
     log.info("test metrics: %s", json.dumps(result.get("test", {})))
 
 

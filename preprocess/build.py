@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .shards import GraphBlock, write_manifest, write_shard, sha256_file
+from .atomic import atomic_write_bytes, remove_stale_temps
+from .shards import BUILDING_MARKER, GraphBlock, write_manifest, write_shard, sha256_file
 
 __all__ = [
     "ShardTask",
@@ -202,7 +203,9 @@ def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], G
       processes=True)``, one Numba thread per worker;
     * else (``workers`` 0 or 1): serially in this process with ``threads`` Numba threads.
 
-    An existing manifest is removed first (a failed build leaves no manifest); shard files
+    An existing manifest is removed first (a failed build leaves no manifest), and so are the
+    temp files a killed build left; while the build runs, the folder holds ``BUILDING_MARKER``
+    (so that a look at the folder meanwhile does not call it damaged). Shard files
     of an earlier build that the new manifest does not list are deleted at the end.
     `splits` are listed in the manifest even when they have no shard (an empty split is then
     an error where it is used, naming the split, not a missing key). Returns the manifest dict.
@@ -211,6 +214,7 @@ def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], G
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / MANIFEST_NAME
     manifest_path.unlink(missing_ok=True)
+    _start_marker(out_dir)
     tasks = list(tasks)
     seen = set()
     for t in tasks:
@@ -239,6 +243,7 @@ def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], G
     results.sort(key=lambda m: (order.get(m["split"], len(order)), m["split"], m["index"]))
     _remove_stale_shards(out_dir, {m["path"] for m in results})
     manifest = write_manifest(manifest_path, results, task=attrs.get("task"), attrs=attrs, splits=splits)
+    (out_dir / BUILDING_MARKER).unlink(missing_ok=True)
     log.info("wrote %s: %s", manifest_path,
              ", ".join(f"{k}={v['num_graphs']}" for k, v in manifest["splits"].items()))
     return manifest
@@ -265,6 +270,14 @@ def _run_dask(tasks, make_block, out_dir, attrs, workers, scheduler, compression
                 fut.cancel()
             raise
         return results
+
+
+def _start_marker(out_dir: Path) -> None:
+    """Mark the folder as being built, and delete the temp files a killed earlier build left."""
+    for folder in (out_dir, *(p for p in out_dir.iterdir() if p.is_dir())):
+        for tmp in remove_stale_temps(folder):
+            log.info("removed %s, left by an interrupted build", tmp)
+    atomic_write_bytes(out_dir / BUILDING_MARKER, f"being built by process {os.getpid()} on {os.uname().nodename}\n".encode())
 
 
 def _remove_stale_shards(out_dir: Path, keep: set) -> None:

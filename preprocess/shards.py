@@ -1,4 +1,4 @@
-"""HDF5 graph shards: many graphs per file, CSR offsets, random access (format version 2).
+"""HDF5 graph shards: many graphs per file, CSR offsets, random access (format version 3).
 
 See docs/shards.md for the full specification. In short, one shard file holds ``G`` graphs as
 
@@ -20,22 +20,28 @@ dataset            dtype / shape                meaning
                                                 ``ptr[g]:ptr[g+1]``
 =================  ===========================  ==========================================
 
-Writing is atomic (temp file in the same directory, fsync, ``os.replace``); reading is lazy and
-fork-safe (one handle per process, opened on first access).
+Every numeric dataset is chunked with HDF5's Fletcher32 checksum per chunk, so bytes changed in
+place fail the read of their chunk; opening a shard checks the structure of its index arrays,
+reading a graph the ranges of its edge indices and types. A shard is made in memory and written
+with ordinary file I/O (a full disk is a clear error, never a crash inside HDF5), atomically
+(temp file in the same directory, fsync, ``os.replace``); reading is lazy and fork-safe (one
+handle per process, opened on first access).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .atomic import atomic_path, atomic_write_bytes
+from .atomic import atomic_write_bytes, atomic_write_hdf5
 
 __all__ = [
     "FORMAT_VERSION",
@@ -58,12 +64,17 @@ __all__ = [
     "atomic_write_bytes",
 ]
 
-FORMAT_VERSION = 2
-SUPPORTED_FORMAT_VERSIONS = frozenset({2})
+FORMAT_VERSION = 3  # 3: Fletcher32 checksums on every numeric dataset (2 had none)
+SUPPORTED_FORMAT_VERSIONS = frozenset({3})
 MANIFEST_VERSION = 2
 INT16_MAX_NODES = 32768  # int16 edges when every graph has fewer nodes than this
 CORE_DATASETS = ("node_ptr", "edge_ptr", "pos", "z", "edge_index", "y", "ids")
 REQUIRED_ATTRS = ("task", "cutoff", "max_neighbors", "source")
+#: bytes per chunk of the checksummed datasets: a random read of one graph reads (and checks)
+#: a chunk or two; smaller chunks check less per read but index more chunks
+CHUNK_BYTES = 1 << 16
+#: present in a graph folder while a build runs (written first, removed after the manifest)
+BUILDING_MARKER = ".build-in-progress"
 
 
 class ShardFormatError(ValueError):
@@ -261,11 +272,11 @@ def write_shard(path, block: GraphBlock, attrs: Mapping, compression: str | None
     ``attrs`` must contain ``task``, ``cutoff``, ``max_neighbors`` (None or -1 = none) and
     ``source``; any other scalar/string attrs are stored too. ``format_version``,
     ``num_graphs``, ``num_nodes``, ``num_edges``, ``edge_index_dtype``, ``y_kind``,
-    ``graph_columns``, ``ragged_columns`` and ``created_by`` are set here. Datasets are contiguous unless
-    ``compression`` (e.g. ``"gzip"``, ``"lzf"``) is given, then they are chunked.
+    ``graph_columns``, ``ragged_columns`` and ``created_by`` are set here. Numeric datasets are
+    chunked with Fletcher32 checksums (and ``compression``, e.g. ``"gzip"``, ``"lzf"``, when
+    given). The file is made in memory and written atomically; a full disk (or less free space
+    than the shard and ``FREE_SPACE_MARGIN``) is a ``DiskFullError`` naming the folder.
     """
-    import h5py
-
     missing = [k for k in REQUIRED_ATTRS if k not in attrs]
     if missing:
         raise ShardFormatError(f"write_shard: missing required attrs {missing}")
@@ -288,36 +299,50 @@ def write_shard(path, block: GraphBlock, attrs: Mapping, compression: str | None
         "created_by": root.get("created_by", package_version()),
     })
 
-    def dset(f, name, data, dtype=None):
-        kw = {"track_times": False}
-        if dtype is None and np.asarray(data).dtype == object:
-            dtype = h5py.string_dtype("utf-8")
-        if compression is not None and np.size(data) > 0:
-            kw.update(compression=compression, compression_opts=compression_opts,
-                      shuffle=True, chunks=True)
-        if dtype is None:
-            f.create_dataset(name, data=data, **kw)
-        else:
-            f.create_dataset(name, data=data, dtype=dtype, **kw)
+    atomic_write_hdf5(path, functools.partial(_fill, block=block, edge_dtype=edge_dtype, root=root,
+                                              compression=compression, compression_opts=compression_opts))
 
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w", track_order=False) as f:
-            dset(f, "node_ptr", block.node_ptr)
-            dset(f, "edge_ptr", block.edge_ptr)
-            dset(f, "pos", block.pos)
-            dset(f, "z", block.z)
-            dset(f, "edge_index", block.edge_index.astype(edge_dtype))
-            dset(f, "y", block.y)
-            dset(f, "ids", np.array(block.ids, dtype=object), dtype=h5py.string_dtype("utf-8"))
-            for k in sorted(block.columns):
-                dset(f, k, block.columns[k])
-            for k in sorted(block.ragged):
-                values, ptr = block.ragged[k]
-                dset(f, k, values)
-                dset(f, f"{k}_ptr", ptr)
-            for k in sorted(root):
-                v = root[k]
-                f.attrs[k] = "" if v is None else v
+
+def _chunks(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Chunks of about ``CHUNK_BYTES`` along the graph axis (the last one of ``edge_index``),
+    whole along the others, so a graph's rows are read from one chunk or two."""
+    if len(shape) == 2 and shape[0] == 2 and itemsize <= 4:  # edge_index [2, E]
+        return (2, max(1, min(shape[1], CHUNK_BYTES // (2 * itemsize))))
+    row = itemsize * int(np.prod(shape[1:], dtype=np.int64))
+    return (max(1, min(shape[0], CHUNK_BYTES // max(row, 1))), *shape[1:])
+
+
+def _fill(f, block: GraphBlock, edge_dtype, root: Mapping, compression, compression_opts) -> None:
+    """Write `block`'s datasets and the attrs `root` into the open HDF5 file `f`."""
+    import h5py
+
+    def dset(name, data, dtype=None):
+        data = np.asarray(data)
+        kw = {"track_times": False}
+        if data.dtype == object:  # variable-length strings: HDF5 filters cannot apply
+            dtype = h5py.string_dtype("utf-8")
+        elif data.size > 0:
+            kw.update(chunks=_chunks(data.shape, data.dtype.itemsize), fletcher32=True)
+            if compression is not None:
+                kw.update(compression=compression, compression_opts=compression_opts, shuffle=True)
+        f.create_dataset(name, data=data, dtype=dtype, **kw)
+
+    dset("node_ptr", block.node_ptr)
+    dset("edge_ptr", block.edge_ptr)
+    dset("pos", block.pos)
+    dset("z", block.z)
+    dset("edge_index", block.edge_index.astype(edge_dtype))
+    dset("y", block.y)
+    dset("ids", np.array(block.ids, dtype=object))
+    for k in sorted(block.columns):
+        dset(k, block.columns[k])
+    for k in sorted(block.ragged):
+        values, ptr = block.ragged[k]
+        dset(k, values)
+        dset(f"{k}_ptr", ptr)
+    for k in sorted(root):
+        v = root[k]
+        f.attrs[k] = "" if v is None else v
 
 
 # --------------------------------------------------------------------------------------
@@ -339,6 +364,53 @@ def _read_column(dataset) -> np.ndarray:
     if dataset.dtype.kind == "O":
         return np.array(dataset.asstr()[()], dtype=object)
     return dataset[()]
+
+
+def _pointer_problem(name: str, ptr: np.ndarray, num_graphs: int, total: int) -> str | None:
+    """What is wrong with CSR offsets `ptr` of `num_graphs` graphs over `total` rows, if anything."""
+    if ptr.shape != (num_graphs + 1,):
+        return f"{name} has shape {ptr.shape}, expected ({num_graphs + 1},)"
+    if ptr[0] != 0:
+        return f"{name} starts at {ptr[0]}, not 0"
+    drops = np.flatnonzero(np.diff(ptr) < 0)
+    if drops.size:
+        return f"{name} decreases at graph {drops[0]} (starts at {ptr[drops[0]]}, ends at {ptr[drops[0] + 1]})"
+    if ptr[-1] != total:
+        return f"{name} ends at {ptr[-1]} but the data has {total} rows"
+    return None
+
+
+def structure_problem(cache: Mapping) -> str | None:
+    """The first inconsistency of a shard's index arrays (CSR offsets against the datasets they
+    index, per-graph lengths), or None: a cheap check of arrays held in memory when opened."""
+    G = int(cache["node_ptr"].shape[0]) - 1
+    if G != cache["attrs"].get("num_graphs", G):
+        return f"node_ptr has {G + 1} entries for {cache['attrs'].get('num_graphs')} graphs"
+    edge_index = cache["edge_index"]
+    checks = [("node_ptr", cache["node_ptr"], cache["pos"].shape[0]),
+              ("edge_ptr", cache["edge_ptr"], edge_index.shape[-1] if edge_index.ndim == 2 else -1),
+              *((f"{name}_ptr", ptr, values.shape[0]) for name, (values, ptr) in cache["ragged"].items())]
+    for name, ptr, total in checks:
+        problem = _pointer_problem(name, ptr, G, total)
+        if problem:
+            return problem
+    if cache["z"].shape != (cache["pos"].shape[0],) or edge_index.ndim != 2 or edge_index.shape[0] != 2:
+        return f"z {cache['z'].shape}, pos {cache['pos'].shape} and edge_index {edge_index.shape} do not fit"
+    lengths = {"y": cache["y"].shape[0], "ids": len(cache["ids"]),
+               **{name: len(values) for name, values in cache["columns"].items()}}
+    wrong = {name: n for name, n in lengths.items() if n != G}
+    return f"per-graph datasets of another length than {G} graphs: {wrong}" if wrong else None
+
+
+def index_problem(edge_index: np.ndarray, z: np.ndarray, z_classes: int | None) -> str | None:
+    """What is out of range in one graph's local edge indices (0..n-1) and types (0..z_classes-1)."""
+    n = z.shape[0]
+    if edge_index.size and (edge_index.min() < 0 or edge_index.max() >= n):
+        return f"edge_index holds {edge_index.min()}..{edge_index.max()}, outside 0..{n - 1} (its {n} nodes)"
+    if n and (z.min() < 0 or (z_classes is not None and z.max() >= z_classes)):
+        top = "" if z_classes is None else f"..{z_classes - 1}"
+        return f"z holds {z.min()}..{z.max()}, outside 0{top}"
+    return None
 
 
 class ShardReader:
@@ -382,18 +454,24 @@ class ShardReader:
             attrs = {k: _py(v) for k, v in f.attrs.items()}
             cols = json.loads(attrs.get("graph_columns", "[]") or "[]")
             ragged = json.loads(attrs.get("ragged_columns", "[]") or "[]")
-            self._cache = {
-                "attrs": attrs,
-                "node_ptr": f["node_ptr"][()],
-                "edge_ptr": f["edge_ptr"][()],
-                "y": f["y"][()],
-                "columns": {c: _read_column(f[c]) for c in cols},
-                "ragged": {r: (f[r], f[f"{r}_ptr"][()]) for r in ragged},
-                # ids are read once (a per-graph variable-length string read costs ~80 us)
-                "ids": f["ids"].asstr()[()],
-                # dataset objects are cached: a lookup by name costs tens of microseconds
-                "pos": f["pos"], "z": f["z"], "edge_index": f["edge_index"],
-            }
+            with self._checksummed("its index arrays"):
+                self._cache = {
+                    "attrs": attrs,
+                    "node_ptr": f["node_ptr"][()],
+                    "edge_ptr": f["edge_ptr"][()],
+                    "y": f["y"][()],
+                    "columns": {c: _read_column(f[c]) for c in cols},
+                    "ragged": {r: (f[r], f[f"{r}_ptr"][()]) for r in ragged},
+                    # ids are read once (a per-graph variable-length string read costs ~80 us)
+                    "ids": f["ids"].asstr()[()],
+                    # dataset objects are cached: a lookup by name costs tens of microseconds
+                    "pos": f["pos"], "z": f["z"], "edge_index": f["edge_index"],
+                    "z_classes": attrs.get("z_classes"),
+                }
+            problem = structure_problem(self._cache)
+            if problem:
+                raise ShardIntegrityError(f"{self.path}: {problem}: the shard was changed after it was "
+                                          "written; rebuild the graphs")
         except BaseException:
             f.close()
             raise
@@ -446,20 +524,41 @@ class ShardReader:
             raise IndexError(f"graph index {i} out of range for {G} graphs in {self.path}")
         n0, n1 = int(c["node_ptr"][i]), int(c["node_ptr"][i + 1])
         e0, e1 = int(c["edge_ptr"][i]), int(c["edge_ptr"][i + 1])
-        out = {
-            "pos": c["pos"][n0:n1] if n1 > n0 else np.zeros((0, 3), np.float32),
-            "z": c["z"][n0:n1] if n1 > n0 else np.zeros(0, np.int8),
-            "edge_index": (c["edge_index"][:, e0:e1].astype(np.int64) if e1 > e0
-                           else np.zeros((2, 0), np.int64)),
-            "y": c["y"][i],
-            "id": str(c["ids"][i]),
-        }
+        with self._checksummed(f"graph {i} ({c['ids'][i]!r})"):
+            stored = c["edge_index"][:, e0:e1] if e1 > e0 else np.zeros((2, 0), np.int16)
+            out = {
+                "pos": c["pos"][n0:n1] if n1 > n0 else np.zeros((0, 3), np.float32),
+                "z": c["z"][n0:n1] if n1 > n0 else np.zeros(0, np.int8),
+                "y": c["y"][i],
+                "id": str(c["ids"][i]),
+            }
+        problem = index_problem(stored, out["z"], c["z_classes"])  # on the stored int16/int32: cheaper
+        if problem:
+            raise ShardIntegrityError(f"{self.path}: graph {i} ({out['id']!r}): {problem}: the shard was "
+                                      "changed after it was written; rebuild the graphs")
+        out["edge_index"] = stored.astype(np.int64)
         for k, v in c["columns"].items():
             out[k] = v[i]
         if ragged:
             for k in c["ragged"]:
                 out[k] = self.read_ragged(k, i)
         return out
+
+    @contextmanager
+    def _checksummed(self, what: str):
+        """Turn HDF5's failed read (a Fletcher32 checksum that does not match: bytes changed in
+        place) into a ``ShardIntegrityError`` naming the shard and `what` was read."""
+        try:
+            yield
+        except OSError as exc:
+            raise ShardIntegrityError(f"{self.path}: {what} cannot be read (HDF5: {exc}; a Fletcher32 checksum "
+                                      "fails where bytes were changed in place): the shard was changed after "
+                                      "it was written; rebuild the graphs") from None
+
+    def labels(self) -> np.ndarray:
+        """Every graph's label (``y``: float32 [G, T] or int64 [G]), read once when opened."""
+        self._ensure_open()
+        return self._cache["y"]
 
     def read_ragged(self, name: str, i: int) -> np.ndarray:
         """Graph ``i``'s values of the ragged column `name` (int64, or an object array of str)."""
@@ -468,7 +567,8 @@ class ShardReader:
         lo, hi = int(ptr[i]), int(ptr[i + 1])
         if values.dtype.kind == "O":
             return np.array(values.asstr()[lo:hi], dtype=object)
-        return values[lo:hi] if hi > lo else np.zeros((0, *values.shape[1:]), values.dtype)
+        with self._checksummed(f"graph {i}'s {name}"):
+            return values[lo:hi] if hi > lo else np.zeros((0, *values.shape[1:]), values.dtype)
 
     def ragged_ptr(self, name: str) -> np.ndarray:
         """The CSR offsets [G+1] of the ragged column `name`."""
@@ -484,9 +584,11 @@ class ShardReader:
         """The whole shard as a GraphBlock (edge_index keeps its stored dtype)."""
         f = self._ensure_open()
         c = self._cache
-        ragged = {k: (_read_column(values), ptr) for k, (values, ptr) in c["ragged"].items()}
-        return GraphBlock(node_ptr=c["node_ptr"], edge_ptr=c["edge_ptr"], pos=f["pos"][()],
-                          z=f["z"][()], edge_index=f["edge_index"][()], y=c["y"],
+        with self._checksummed("its datasets"):
+            ragged = {k: (_read_column(values), ptr) for k, (values, ptr) in c["ragged"].items()}
+            pos, z, edge_index = f["pos"][()], f["z"][()], f["edge_index"][()]
+        return GraphBlock(node_ptr=c["node_ptr"], edge_ptr=c["edge_ptr"], pos=pos,
+                          z=z, edge_index=edge_index, y=c["y"],
                           ids=list(c["ids"]), columns=dict(c["columns"]), ragged=ragged)
 
 
@@ -668,10 +770,11 @@ def verify_manifest(path, full: bool = True) -> list[str]:
 def damaged_shards(graph_dir) -> list[str]:
     """What a look at the file system alone (no file is opened) finds wrong with a finished
     graph folder: no or an unreadable manifest, a listed shard missing or of another size than
-    recorded. Empty for a folder that does not exist (not built yet)."""
+    recorded. Empty for a folder that does not exist (not built yet) or holds ``BUILDING_MARKER``
+    (a build is writing it)."""
     graph_dir = Path(graph_dir)
-    if not graph_dir.is_dir():
-        return []
+    if not graph_dir.is_dir() or (graph_dir / BUILDING_MARKER).exists():
+        return []  # not built yet, or being built (an interrupted build Snakemake marks incomplete)
     try:
         manifest = json.loads((graph_dir / "manifest.json").read_text())
         entries = [(str(e["path"]), e.get("size")) for info in manifest["splits"].values() for e in info["shards"]]

@@ -221,6 +221,8 @@ def build_task_shards(task, location, out_dir, cutoff: float, max_neighbors: int
              "source": f"{task.name} from {Path(location).resolve()}",
              "label_kind": task.label.kind, "label_names": json.dumps(list(task.label.names)),
              "edges": "stored" if task.edges_in_shards else "built when loaded"}
+    if "num_elements" in task.model:  # the readers refuse a graph with a type outside 0..z_classes-1
+        attrs["z_classes"] = int(task.model["num_elements"])
     attrs.update(source.attrs(location, options))
     make_block = source.block_maker(location, cutoff=float(cutoff), max_neighbors=max_neighbors,
                                     max_degree=max_degree, strict=strict)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_write_hdf5
 from .spec import Source
 
 __all__ = [
@@ -145,25 +145,24 @@ def generate_triangle_clouds(num_clouds: int, seed: int, num_points: int = 100,
 
 
 def write_raw(path, data: dict, attrs: dict | None = None) -> None:
-    """Write one raw Triangle HDF5 file atomically (temp file + fsync + os.replace).
+    """Write one raw Triangle HDF5 file atomically (in memory, then temp file + fsync + os.replace).
 
     Datasets: ``pos`` float32 [C,n,3], ``z`` int8 [C,n], ``y`` float32 [C,3],
     ``special`` int64 [C,3], ``split`` int8 [C]. Root attrs: ``data["attrs"]`` updated
     with ``attrs``.
     """
-    import h5py
-
     all_attrs = dict(data.get("attrs", {}))
     all_attrs.update(attrs or {})
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for name, dtype in (("pos", np.float32), ("z", np.int8), ("y", np.float32),
-                                ("special", np.int64), ("split", np.int8)):
-                if name in data:
-                    f.create_dataset(name, data=np.ascontiguousarray(data[name], dtype=dtype),
-                                     track_times=False)
-            for key, value in all_attrs.items():
-                f.attrs[key] = value
+
+    def fill(f) -> None:
+        for name, dtype in (("pos", np.float32), ("z", np.int8), ("y", np.float32),
+                            ("special", np.int64), ("split", np.int8)):
+            if name in data:
+                f.create_dataset(name, data=np.ascontiguousarray(data[name], dtype=dtype), track_times=False)
+        for key, value in all_attrs.items():
+            f.attrs[key] = value
+
+    atomic_write_hdf5(path, fill)  # made in memory: a full disk is a clear error, not a crash
 
 
 def read_raw_attrs(path) -> dict:

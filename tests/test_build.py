@@ -99,7 +99,7 @@ def test_serial_build_contents(raw, serial_build):
     with ShardReader(out / "train" / "shard-00000.h5") as r:
         a = r.attrs
         assert a["task"] == "triangle" and a["cutoff"] == CUTOFF
-        assert a["edge_index_dtype"] == "int16" and a["format_version"] == 2
+        assert a["edge_index_dtype"] == "int16" and a["format_version"] == 3
         assert a["target_names"] == "centroid_distance,perimeter,area"
 
 

@@ -316,7 +316,7 @@ def test_shard_of_another_build_is_an_error(triangle_graphs):
 def test_changed_bytes_are_found_by_full_verification_only(triangle_graphs):
     _, path = _entry(triangle_graphs)
     with h5py.File(path, "r") as f:
-        offset = f["pos"].id.get_offset()
+        offset = f["pos"].id.get_chunk_info(0).byte_offset  # format 3: chunked
     with open(path, "r+b") as fh:  # one coordinate's bytes, same size
         fh.seek(offset)
         fh.write(b"\x00\x00\x80\x7f")
@@ -331,7 +331,7 @@ def test_train_verify_shards_flag(triangle_graphs, caplog):
 
     _, path = _entry(triangle_graphs, "val", 0)
     with h5py.File(path, "r") as f:
-        offset = f["pos"].id.get_offset()
+        offset = f["pos"].id.get_chunk_info(0).byte_offset  # format 3: chunked
     with open(path, "r+b") as fh:
         fh.seek(offset)
         fh.write(b"\x00\x00\x80\x7f")

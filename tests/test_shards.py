@@ -64,7 +64,7 @@ def test_round_trip(tmp_path, big_nodes, expected):
         assert f.attrs["num_graphs"] == len(sizes)
         assert f.attrs["max_neighbors"] == -1
         assert f["node_ptr"].dtype == np.int64 and f["edge_ptr"].dtype == np.int64
-        assert f["pos"].chunks is None  # contiguous
+        assert f["pos"].chunks[1:] == (3,) and f["pos"].fletcher32  # format 3: whole rows per chunk, checksummed
     r = ShardReader(path)
     assert len(r) == len(sizes)
     assert r.attrs["task"] == "test" and r.attrs["cutoff"] == 4.5

@@ -119,6 +119,11 @@ class ShardDataset(Dataset):
             data = self.transform(data)
         return data
 
+    def labels(self) -> np.ndarray:
+        """Every graph's label in dataset order (what ``y`` holds; shards' labels are read once)."""
+        parts = [reader.labels() for reader in self._readers]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
     def close(self) -> None:
         for r in self._readers:
             r.close()

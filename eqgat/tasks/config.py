@@ -20,7 +20,7 @@ import yaml
 from . import TASKS
 from .spec import TaskSpec
 
-__all__ = ["SCHEMA_PATH", "config_schema", "deep_merge", "task_section", "validate_config"]
+__all__ = ["SCHEMA_PATH", "check_config_size", "config_schema", "deep_merge", "task_section", "validate_config"]
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -127,13 +127,48 @@ def _validator(schema: dict[str, Any]):
     return validators.extend(Draft202012Validator, {"properties": set_defaults}, type_checker=types)(schema)
 
 
+#: values (mappings, lists, scalars) a config may hold once YAML aliases are expanded, and the
+#: characters of its strings: real configs hold hundreds; an alias bomb would hold billions
+MAX_CONFIG_VALUES = 100_000
+MAX_CONFIG_CHARS = 10_000_000
+#: characters of one schema error message (a message quotes the offending value)
+MAX_MESSAGE_CHARS = 300
+
+
+def check_config_size(config: Any, max_values: int = MAX_CONFIG_VALUES, max_chars: int = MAX_CONFIG_CHARS) -> None:
+    """Refuse a config that is huge once its YAML aliases are expanded (each alias counts every
+    time it is used), naming the key where the limit was passed; stops at the limit."""
+    values = chars = 0
+    stack: list[tuple[str, Any]] = [("", config)]
+    while stack:
+        where, value = stack.pop()
+        values += 1
+        if isinstance(value, str):
+            chars += len(value)
+        elif isinstance(value, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+        elif isinstance(value, (list, tuple)):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+        if values > max_values or chars > max_chars:
+            raise ValueError(f"invalid config: {where or '<top>'}: the config holds more than {max_values:,} values or "
+                             f"{max_chars:,} characters once its YAML aliases (*name) are expanded; refused "
+                             "(an alias repeated inside itself?)")
+
+
+def _short(message: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """A schema error message cut to `limit` characters (it quotes the offending value)."""
+    return message if len(message) <= limit else f"{message[:limit]}... ({len(message):,} characters)"
+
+
 def validate_config(config: dict[str, Any], base_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """Check `config` (in place: defaults added, every task section made effective) and return
-    it; ``ValueError`` lists every problem with its key path."""
+    it; ``ValueError`` lists every problem with its key path (messages cut short), after refusing
+    a config too large to check (:func:`check_config_size`)."""
+    check_config_size(config)
     validator = _validator(config_schema(base_path))
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.path))
     if errors:
-        lines = [f"  {'.'.join(str(p) for p in e.path) or '<top>'}: {e.message}" for e in errors]
+        lines = [f"  {'.'.join(str(p) for p in e.path) or '<top>'}: {_short(e.message)}" for e in errors]
         raise ValueError("invalid config:\n" + "\n".join(lines))
     for task in TASKS.values():
         config[task.name] = task_section(task, config.get(task.name))

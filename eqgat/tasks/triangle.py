@@ -52,9 +52,11 @@ TASK = TaskSpec(
         "data": {
             "type": "object", "additionalProperties": False,
             "properties": {
-                "num_clouds": {"type": "integer", "minimum": 10},
+                # the generator holds every cloud in memory (num_clouds x num_points x 13 bytes)
+                "num_clouds": {"type": "integer", "minimum": 10, "maximum": 1_000_000,
+                               "description": "at most 1,000,000 (20 times the paper's): 1.3 GB of clouds at 100 points"},
                 "seed": {"type": "integer", "minimum": 0},
-                "num_points": {"type": "integer", "minimum": 3},
+                "num_points": {"type": "integer", "minimum": 3, "maximum": 1000},
                 "radius": {"type": "number", "exclusiveMinimum": 0},
                 "min_dist": {"type": "number", "minimum": 0},
             },

@@ -7,6 +7,7 @@ would run code when loaded) is refused with an error naming the file, never exec
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from preprocess.atomic import atomic_path
+from preprocess.atomic import atomic_write_bytes
 
 __all__ = ["CheckpointError", "fingerprint", "load_checkpoint", "move_aside", "save_checkpoint"]
 
@@ -34,8 +35,12 @@ def fingerprint(*parts: Any) -> str:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Write `state` atomically. It is serialised in memory and written with plain file I/O, so
+    a full disk is a ``DiskFullError`` naming the folder (torch's zip writer would report
+    "enforce fail at inline_container.cc")."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -2,11 +2,13 @@
 # Every task-specific fact comes from the task declarations in eqgat/tasks/.
 import functools
 import json
+import os
 from pathlib import Path
 
 from snakemake.logging import logger
 from snakemake.utils import min_version
 
+from eqgat.aggregate import unreported_runs
 from eqgat.models import MODELS
 from eqgat.provenance import code_version as stage_code_version
 from eqgat.tasks import TASKS, archives
@@ -35,6 +37,9 @@ wildcard_constraints:
 RESULTS = config["results_dir"]
 RESOURCES = config["resources_dir"]
 LOGS = config["logs_dir"]
+# what the report's workflow description says about runs missing from the results table
+config["_report"] = {"unreported": unreported_runs(f"{RESULTS}/summary/results.csv", config["tasks"],
+                                                   config["models"], config["seeds"])}
 ARCHIVES = archives()
 
 
@@ -76,13 +81,28 @@ def all_outputs():
     return out
 
 
-def predict_files():
-    """The structure files of the `predict` config (folders expanded to their files)."""
-    if not config.get("predict"):
-        return []
+def predict_inputs():
+    """The `predict` config's files and folders as given. The files inside a folder are never
+    Snakemake inputs: their names would reach the DAG (where `<name>` is a path variable) and
+    the HTML report's script block; `predict_listing` reruns predict when they change."""
+    return config["predict"]["files"] if config.get("predict") else []
+
+
+def predict_listing():
+    """A digest of the structure files predict reads (names, sizes, modification times)."""
+    import hashlib
+
     from eqgat.predict import expand
 
-    return expand(config["predict"]["files"])
+    digest = hashlib.sha256()
+    for name in expand(predict_inputs()):
+        try:
+            stat = os.stat(name)
+            seen = f"{stat.st_size}\0{stat.st_mtime_ns}"
+        except OSError as exc:  # a dangling link: predict reports it
+            seen = type(exc).__name__
+        digest.update(f"{name}\0{seen}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:16]
 
 
 def dataset_of(task):

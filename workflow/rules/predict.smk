@@ -5,7 +5,7 @@
 rule predict:
     input:
         checkpoint=config["predict"]["checkpoint"] if config.get("predict") else [],
-        files=predict_files(),
+        files=predict_inputs(),
     output:
         report(f"{RESULTS}/predictions.csv", caption="../report/predictions.rst", category="Predictions"),
     log:
@@ -18,6 +18,7 @@ rule predict:
         pocket_radius=config.get("predict", {}).get("pocket_radius", 6.0),
         device=config["device"],
         code=code_version("predict"),
+        files=predict_listing(),
     shell:
         "python -m eqgat predict --checkpoint {input.checkpoint:q} --out {output:q} --device {params.device:q}"
         " --threads {threads} --pocket-radius {params.pocket_radius:q} --ligand-resname={params.ligand:q}"
