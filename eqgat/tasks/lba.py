@@ -19,12 +19,41 @@ from ._atom3d import ATOM3D_OPTIONS, EQGAT_ATOM3D, SEGNN_ATOM3D
 from .spec import Field, Label, Metric, TaskSpec, atom3d_protocol
 
 _GB = 10 ** 9
+#: ATOM3D's LBA pockets: residues with an atom within this distance of the ligand (Å)
+DEFAULT_POCKET_RADIUS = 6.0
 
 
 def evaluate(pred: np.ndarray, y: np.ndarray, columns: Mapping[str, Sequence]) -> dict[str, float]:
     pred, y = pred.reshape(-1), y.reshape(-1)
     return {"rmse": M.rmse(pred, y), "mae": M.mae(pred, y), "pearson": M.pearson(pred, y),
             "spearman": M.spearman(pred, y)}
+
+
+def pocket_then_ligand(atoms, ligand_resname: str, pocket_radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pocket atoms then ligand atoms (positions and element ids), as the LBA reader orders them."""
+    ligand = atoms.residue_names == ligand_resname.upper()
+    if not ligand.any():
+        raise ValueError(f"no residue named {ligand_resname!r} (the ligand)")
+    other = np.flatnonzero(~ligand)
+    d2 = ((atoms.pos[other, None, :] - atoms.pos[None, ligand, :]) ** 2).sum(-1).min(axis=1)
+    near = other[d2 <= pocket_radius ** 2]
+    residue = np.array([f"{c}|{n}|{i}" for c, n, i in zip(atoms.chain_ids, atoms.residue_numbers, atoms.insertion_codes)])
+    pocket = np.flatnonzero(~ligand & np.isin(residue, np.unique(residue[near])))
+    order = np.concatenate([pocket, np.flatnonzero(ligand)])
+    return atoms.pos[order], atoms.z[order]
+
+
+def predict_complex(path, options: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """A new protein-ligand file for ``predict``: the pocket (residues with an atom within
+    ``pocket_radius`` of the ligand), then the ligand (the residues named ``ligand_resname``),
+    hydrogens kept, waters dropped."""
+    from preprocess.readers.structures import StructureOptions, read_structure
+
+    ligand_resname = options.get("ligand_resname")
+    if not ligand_resname:
+        raise ValueError("an LBA model needs the ligand: give its residue name (--ligand-resname)")
+    atoms = read_structure(path, StructureOptions.of(options, hydrogens="keep", waters="drop"))
+    return pocket_then_ligand(atoms, ligand_resname, float(options.get("pocket_radius", DEFAULT_POCKET_RADIUS)))
 
 
 def _archive(identity: int) -> tuple[Archive, ...]:
@@ -50,4 +79,5 @@ TASK = TaskSpec(
     protocol={**atom3d_protocol(epochs=20, batch_size=16), "split": 30},
     options_schema={**ATOM3D_OPTIONS, "split": {"enum": [30, 60], "description": "sequence-identity split"}},
     build_options=("strict", "max_records", "split"),
+    predict_reader=predict_complex,
 )

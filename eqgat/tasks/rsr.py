@@ -13,7 +13,7 @@ from preprocess.readers import ranking
 from preprocess.sources import LmdbSplits
 
 from ._atom3d import ATOM3D_OPTIONS, EQGAT_ATOM3D, SEGNN_ATOM3D
-from .psr import RANKING_FIELDS, RANKING_METRICS, evaluate
+from .psr import RANKING_FIELDS, RANKING_METRICS, evaluate, heavy_atoms
 from .spec import Label, TaskSpec, atom3d_protocol
 
 TASK = TaskSpec(
@@ -33,4 +33,5 @@ TASK = TaskSpec(
     model_presets=SEGNN_ATOM3D,
     protocol=atom3d_protocol(epochs=30, batch_size=16, loss="pearson_mse", selection="mse"),
     options_schema=ATOM3D_OPTIONS,
+    predict_reader=heavy_atoms,
 )
