@@ -307,6 +307,7 @@ def test_folder_digest_survives_non_utf8_names_and_dangling_symlinks(tmp_path):
     assert len(first) == 16 and folder_digest(tmp_path) != first
 
 
+@pytest.mark.slow  # a copied workflow and one Snakemake dry run: ~30 s on a busy 2-core machine
 def test_dry_run_with_a_non_utf8_name_and_a_dangling_symlink(tmp_path):
     """`snakemake -n` of the structures task with both in the folder, neither named in the CSV."""
     from workflow_helpers import TINY_CONFIG, copy_repo, planned_jobs, write_config

@@ -179,6 +179,20 @@ def _too_large(path: Path, limit: int, packed: bool) -> SkipSample:
     return SkipSample(FILE_TOO_LARGE, f"{path} holds more than {limit} bytes{after} (max_file_bytes)")
 
 
+def _read_upto(stream: BinaryIO, limit: int, chunk: int = 1 << 20) -> bytes:
+    """At most `limit` bytes of `stream`, in chunks (a read of `limit` bytes would reserve them
+    all at once), or `limit` + 1 when there are more."""
+    parts: list[bytes] = []
+    total = 0
+    while total <= limit:
+        part = stream.read(min(chunk, limit + 1 - total))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
+
+
 def _read_bytes(path: Path, max_bytes: int | None = DEFAULT_MAX_FILE_BYTES) -> bytes:
     """The file's content, decompressed when it ends in .gz, at most `max_bytes` of it (None: no
     limit); SkipSample when it cannot be read, is not a regular file or holds more."""
@@ -189,7 +203,7 @@ def _read_bytes(path: Path, max_bytes: int | None = DEFAULT_MAX_FILE_BYTES) -> b
             raise _too_large(path, max_bytes, packed)
         try:
             stream = gzip.GzipFile(fileobj=fh, mode="rb") if packed else fh
-            data = stream.read(-1 if max_bytes is None else max_bytes + 1)
+            data = stream.read() if max_bytes is None else _read_upto(stream, max_bytes)
         except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
             raise SkipSample(UNPARSEABLE, f"cannot read {path}: {exc}") from exc
     if max_bytes is not None and len(data) > max_bytes:

@@ -80,6 +80,10 @@ def predict_files():
     return expand(config["predict"]["files"]) if config.get("predict") else []
 
 
+# the tasks whose declarations say how predict reads a file (their declarations are predict's code)
+PREDICT_TASKS = [name for name, spec in TASKS.items() if spec.predict_reader is not None]
+
+
 def predict_limits():
     """The `predict` config's read caps as command-line arguments (unset: the checkpoint's)."""
     settings = config.get("predict") or {}

@@ -18,7 +18,7 @@ rule predict:
         pocket_radius=config.get("predict", {}).get("pocket_radius", 6.0),
         limits=predict_limits(),
         device=config["device"],
-        code=code_version("predict"),
+        code=code_version("predict", *PREDICT_TASKS),
     shell:
         "python -m eqgat predict --checkpoint {input.checkpoint:q} --out {output:q} --device {params.device:q}"
         " --threads {threads} --pocket-radius {params.pocket_radius:q} --ligand-resname={params.ligand:q}"
