@@ -141,14 +141,18 @@ def _limits(data: Mapping[str, Any], given: Mapping[str, int | None], path: str 
 
 def _edges(pos: np.ndarray, settings: ReadingSettings) -> np.ndarray:
     """The radius graph of one file, refused (``too_many_neighbors``) when an atom has more than
-    ``max_degree`` neighbours: the count pass finds it before any edge is allocated."""
-    from preprocess.neighbors import NeighborLimitError, radius_graph_batch
+    ``max_degree`` neighbours: the count pass finds it before any edge is allocated. A file of at
+    most ``max_degree + 1`` atoms cannot exceed it and takes the plain search (the same edges)."""
+    from preprocess.neighbors import NeighborLimitError, radius_graph, radius_graph_batch
     from preprocess.readers import SkipSample
     from preprocess.readers.report import TOO_MANY_NEIGHBORS
 
+    limit = settings.limits.get("max_degree")
+    if limit is None or len(pos) <= limit + 1:
+        return radius_graph(pos, settings.cutoff, settings.max_neighbors)
     try:
         edge_index, _ = radius_graph_batch(pos, np.array([0, len(pos)]), settings.cutoff, settings.max_neighbors,
-                                           max_degree=settings.limits.get("max_degree"))
+                                           max_degree=limit)
     except NeighborLimitError as exc:
         e = exc.excess[0]
         raise SkipSample(TOO_MANY_NEIGHBORS, f"atom {e.atom} has {e.degree} neighbours within {exc.cutoff:g} Å, more "
