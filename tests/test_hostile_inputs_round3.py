@@ -229,6 +229,31 @@ def test_predict_applies_atom_cap_and_degree_guard_per_file(tmp_path, regression
     assert counts["scored"] == 1
 
 
+def test_lba_pocket_of_a_large_ligand_takes_bounded_memory():
+    """LBA's pocket (atoms within the radius of any ligand atom) in blocks of ligand atoms: a
+    9,000-atom file with a 1,000-atom "ligand" no longer takes an 8,000 x 1,000 x 3 array."""
+    from types import SimpleNamespace
+
+    from eqgat.tasks.lba import pocket_then_ligand
+
+    rng = np.random.default_rng(0)
+    n, n_lig = 9000, 1000
+    names = np.array(["ALA"] * (n - n_lig) + ["LIG"] * n_lig)
+    atoms = SimpleNamespace(pos=rng.uniform(0, 60, (n, 3)).astype(np.float32), z=np.zeros(n, np.int8),
+                            residue_names=names, chain_ids=np.array(["A"] * n),
+                            residue_numbers=np.arange(n, dtype=np.int32), insertion_codes=np.array([""] * n))
+    tracemalloc.start()
+    try:
+        pos, _ = pocket_then_ligand(atoms, "lig", 2.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    other, ligand = atoms.pos[:n - n_lig], atoms.pos[n - n_lig:]
+    near = np.array([(((ligand - p) ** 2).sum(-1) <= 4.0).any() for p in other])  # one residue per atom here
+    np.testing.assert_array_equal(pos, np.concatenate([other[near], ligand]))
+    assert peak < 60_000_000, peak
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. + 11. --out
 # ---------------------------------------------------------------------------------------------

@@ -29,14 +29,24 @@ def evaluate(pred: np.ndarray, y: np.ndarray, columns: Mapping[str, Sequence]) -
             "spearman": M.spearman(pred, y)}
 
 
+def _within(points: np.ndarray, centres: np.ndarray, radius: float, budget: int = 1 << 21) -> np.ndarray:
+    """Which `points` lie within `radius` of any of `centres`, the distances taken a block of
+    centres at a time (at most `budget` pairs per block: bounded memory for any file)."""
+    hit = np.zeros(len(points), bool)
+    step = max(1, budget // max(1, len(points)))
+    for start in range(0, len(centres), step):
+        d2 = ((points[:, None, :] - centres[None, start:start + step, :]) ** 2).sum(-1)
+        hit |= (d2 <= radius ** 2).any(axis=1)
+    return hit
+
+
 def pocket_then_ligand(atoms, ligand_resname: str, pocket_radius: float) -> tuple[np.ndarray, np.ndarray]:
     """Pocket atoms then ligand atoms (positions and element ids), as the LBA reader orders them."""
     ligand = atoms.residue_names == ligand_resname.upper()
     if not ligand.any():
         raise ValueError(f"no residue named {ligand_resname!r} (the ligand)")
     other = np.flatnonzero(~ligand)
-    d2 = ((atoms.pos[other, None, :] - atoms.pos[None, ligand, :]) ** 2).sum(-1).min(axis=1)
-    near = other[d2 <= pocket_radius ** 2]
+    near = other[_within(atoms.pos[other], atoms.pos[ligand], pocket_radius)]
     residue = np.array([f"{c}|{n}|{i}" for c, n, i in zip(atoms.chain_ids, atoms.residue_numbers, atoms.insertion_codes)])
     pocket = np.flatnonzero(~ligand & np.isin(residue, np.unique(residue[near])))
     order = np.concatenate([pocket, np.flatnonzero(ligand)])
