@@ -116,6 +116,7 @@ def reading_settings(task, section: dict[str, Any], attrs: dict[str, Any]) -> di
     from preprocess.neighbors import optional_limit
 
     return {"task": task.name, "cutoff": float(attrs["cutoff"]), "max_neighbors": optional_limit(attrs.get("max_neighbors")),
+            "max_degree": optional_limit(attrs.get("max_degree")),
             "label_kind": task.label.kind, "label_names": list(task.label.names),
             "reader": {k: section[k] for k in task.reader_options if k in section}, "elements": list(ELEMENTS)}
 
@@ -207,14 +208,68 @@ def cmd_predict(args: argparse.Namespace) -> None:
     files = expand(args.files)
     if not files:
         raise ValueError("no structure files to score")
+    limits = {k: getattr(args, k) for k in ("max_file_bytes", "max_atoms", "max_degree") if getattr(args, k) is not None}
     predict_files(args.checkpoint, files, args.out, select_device(args.device), batch_size=args.batch_size,
-                  ligand_resname=args.ligand_resname or None, pocket_radius=args.pocket_radius, progress=not args.no_progress)
+                  ligand_resname=args.ligand_resname or None, pocket_radius=args.pocket_radius,
+                  progress=not args.no_progress, limits=limits)
 
 
 def cmd_params(args: argparse.Namespace) -> None:
     from eqgat.params import print_param_table
 
     print_param_table(args.model)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer >= 1")
+    return value
+
+
+def cap(text: str) -> int:
+    """argparse type: an integer >= 1, or -1 for no limit."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer >= 1, or -1 for no limit")
+    return value
+
+
+def _predict_parser(sub) -> None:
+    from eqgat.predict import predictable_tasks
+    from preprocess.neighbors import DEFAULT_MAX_DEGREE
+    from preprocess.readers.structures import DEFAULT_MAX_ATOMS, DEFAULT_MAX_FILE_BYTES
+
+    p = sub.add_parser("predict", help="score new PDB / mmCIF files with a trained model (best.pt)")
+    p.add_argument("--checkpoint", required=True, help=f"best.pt of a {', '.join(predictable_tasks())} run")
+    p.add_argument("--out", required=True, help="CSV: file,prediction[,prob_<class>...],error (not the checkpoint, "
+                                                "not an input file, not a folder); text cells that a spreadsheet would "
+                                                "run as a formula get a leading apostrophe")
+    p.add_argument("files", nargs="+", help="structure files (.pdb .ent .cif .mmcif, optionally .gz) or folders")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--ligand-resname", default=None, help="LBA models: the ligand's residue name (e.g. LIG)")
+    p.add_argument("--pocket-radius", type=float, default=None,
+                   help="LBA models: residues with an atom this close to the ligand form the pocket (Å; default 6)")
+    p.add_argument("--max-file-bytes", type=cap, default=None,
+                   help="a file holding more bytes (after decompression) gets the error file_too_large "
+                        f"(default: the checkpoint's, else {DEFAULT_MAX_FILE_BYTES}; -1: no limit)")
+    p.add_argument("--max-atoms", type=cap, default=None,
+                   help="a structure of more atoms gets the error too_many_atoms "
+                        f"(default: the checkpoint's, else {DEFAULT_MAX_ATOMS}; -1: no limit)")
+    p.add_argument("--max-degree", type=cap, default=None,
+                   help="a structure with an atom of more neighbours within the cutoff gets the error "
+                        f"too_many_neighbors (default: the checkpoint's graphs', else {DEFAULT_MAX_DEGREE}; -1: no limit)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_predict)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,18 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG")
     p.set_defaults(func=cmd_plot_test)
 
-    p = sub.add_parser("predict", help="score new PDB / mmCIF files with a trained model (best.pt)")
-    p.add_argument("--checkpoint", required=True, help="best.pt of a structures, lba, psr or rsr run")
-    p.add_argument("--out", required=True, help="CSV: file,prediction[,prob_<class>...],error")
-    p.add_argument("files", nargs="+", help="structure files (.pdb .ent .cif .mmcif, optionally .gz) or folders")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--ligand-resname", default=None, help="LBA models: the ligand's residue name (e.g. LIG)")
-    p.add_argument("--pocket-radius", type=float, default=6.0,
-                   help="LBA models: residues with an atom this close to the ligand form the pocket (Å)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_predict)
+    _predict_parser(sub)
 
     p = sub.add_parser("params", help="parameter counts of the models the paper configuration trains")
     p.add_argument("--model", nargs="+", default=["eqgat"], choices=list(MODELS), help="registered model names")

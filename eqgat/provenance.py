@@ -28,8 +28,10 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "evaluate": ("eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks/losses.py", "eqgat/metrics.py",
                  "preprocess/shards.py", "preprocess/neighbors.py", *_TASK_COMMON),
     "aggregate": ("eqgat/aggregate.py", "eqgat/plots.py", "eqgat/paper.py", "eqgat/metrics.py", *_TASK_COMMON),
+    # the workflow adds the declarations whose predict_reader reads the files (predict_tasks)
     "predict": ("eqgat/predict.py", "eqgat/nn", "eqgat/models", "eqgat/train/checkpoint.py", "eqgat/train/evaluate.py",
-                "preprocess/readers/structures.py", "preprocess/neighbors.py", "preprocess/elements.py"),
+                "preprocess/readers/structures.py", "preprocess/readers/__init__.py", "preprocess/readers/report.py",
+                "preprocess/neighbors.py", "preprocess/elements.py", "preprocess/atomic.py", *_TASK_COMMON),
 }
 
 #: stages whose hash also covers the data-reading code of each task (reader and source)

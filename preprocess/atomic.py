@@ -131,3 +131,29 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int = 2, sort_keys: bool = True) -> None:
     write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived while :func:`terminate_unwinds` was active."""
+
+
+@contextmanager
+def terminate_unwinds() -> Iterator[None]:
+    """While active, SIGTERM raises :class:`Terminated` (exit status 143) instead of killing the
+    process outright, so that ``atomic_path`` removes its temporary file as it does on Ctrl-C.
+    Outside the main thread (where handlers cannot be set) it changes nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame) -> None:
+        raise Terminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -49,6 +49,13 @@ def _cmd_build_graphs(args) -> int:
     options = json.loads(args.options) if args.options else {}
     if args.max_records is not None:
         options["max_records"] = args.max_records
+    for key in ("max_file_bytes", "max_atoms"):
+        value = getattr(args, key)
+        if value is not None:
+            if key not in task.reader_options:
+                raise ValueError(f"build-graphs --{key.replace('_', '-')}: task {task.name} reads no structure files "
+                                 f"(the read caps are options of the structures task)")
+            options[key] = None if value == -1 else value
     manifest = build_task_shards(
         task, location, args.out, cutoff=args.cutoff, max_neighbors=args.max_neighbors, max_degree=args.max_degree,
         shard_size=args.shard_size,
@@ -97,6 +104,12 @@ def build_parser(tasks: Mapping[str, Any] | None = None) -> argparse.ArgumentPar
                    help="a structure with an atom of more neighbours within the cutoff (after --max-neighbors) "
                         "is skipped and counted as too_many_neighbors, or with --strict an error "
                         f"(default {DEFAULT_MAX_DEGREE}; -1: no limit)")
+    b.add_argument("--max-file-bytes", type=int, default=None,
+                   help="structures task: a file holding more bytes (after decompression) is skipped and counted as "
+                        "file_too_large (default: --options' max_file_bytes, else the reader's, 100000000; -1: no limit)")
+    b.add_argument("--max-atoms", type=int, default=None,
+                   help="structures task: a structure of more atoms is skipped and counted as too_many_atoms "
+                        "(default: --options' max_atoms, else the reader's, 100000; -1: no limit)")
     b.add_argument("--shard-size", type=int, default=1000)
     b.add_argument("--workers", type=int, default=1,
                    help="Dask worker processes (0/1: serial, in-process)")

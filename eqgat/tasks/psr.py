@@ -30,6 +30,15 @@ RANKING_METRICS = (
 )
 
 
+def heavy_atoms(path, options: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """A new file for ``predict``: its heavy atoms (hydrogens and waters dropped), as the ATOM3D
+    ranking readers take a decoy's."""
+    from preprocess.readers.structures import StructureOptions, read_structure
+
+    atoms = read_structure(path, StructureOptions.of(options, hydrogens="drop", waters="drop"))
+    return atoms.pos, atoms.z
+
+
 def evaluate(pred: np.ndarray, y: np.ndarray, columns: Mapping[str, Sequence]) -> dict[str, float]:
     """Rank correlations per target (averaged over targets with >= 3 decoys) and global."""
     return M.ranking_metrics(pred, y, columns["target"])
@@ -50,4 +59,5 @@ TASK = TaskSpec(
     model_presets=SEGNN_ATOM3D,
     protocol=atom3d_protocol(epochs=30, batch_size=16),
     options_schema=ATOM3D_OPTIONS,
+    predict_reader=heavy_atoms,
 )

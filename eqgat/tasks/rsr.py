@@ -12,8 +12,8 @@ from preprocess.download import Archive
 from preprocess.sources import LmdbSplits
 
 from ._atom3d import ATOM3D_OPTIONS, EQGAT_ATOM3D, SEGNN_ATOM3D
-from .psr import RANKING_FIELDS, RANKING_METRICS, evaluate
-from .spec import Ref, Label, TaskSpec, atom3d_protocol
+from .psr import RANKING_FIELDS, RANKING_METRICS, evaluate, heavy_atoms
+from .spec import Label, Ref, TaskSpec, atom3d_protocol
 
 TASK = TaskSpec(
     name="rsr",
@@ -32,4 +32,5 @@ TASK = TaskSpec(
     model_presets=SEGNN_ATOM3D,
     protocol=atom3d_protocol(epochs=30, batch_size=16, loss="pearson_mse", selection="mse"),
     options_schema=ATOM3D_OPTIONS,
+    predict_reader=heavy_atoms,
 )

@@ -94,7 +94,14 @@ class TaskSpec:
     * ``configure``: for a task whose label depends on its config (users' structures: regression
       or classes named in a CSV), ``configure(spec, section, label_names) -> TaskSpec`` gives
       the task as a section configures it (:meth:`for_section`); ``required_options`` are keys
-      a config must set when it runs the task.
+      a config must set when it runs the task;
+    * ``predict_reader``: how ``python -m eqgat predict`` reads a new PDB / mmCIF file for this
+      task's models (``None``: they cannot score files), called as
+      ``predict_reader(path, options) -> (pos float32 [N, 3], z int [N])``; ``options`` holds the
+      reader settings the checkpoint recorded, the read caps (``max_file_bytes``, ``max_atoms``)
+      and predict's own options (``ligand_resname``, ``pocket_radius``). It raises
+      ``SkipSample`` or ``ValueError`` for a file it cannot use. A declaration imports what the
+      reader needs inside the function, so declarations stay light to import.
     """
 
     name: str
@@ -117,6 +124,7 @@ class TaskSpec:
     dataset: Callable[..., Any] | None = None
     edges_in_shards: bool = True
     configure: Callable[..., TaskSpec] | None = None
+    predict_reader: Callable[[Any, Mapping[str, Any]], tuple[np.ndarray, np.ndarray]] | None = None
 
     def __post_init__(self) -> None:
         # the protocol states the loss and the selection metric even where they are the defaults

@@ -14,6 +14,9 @@ Regression: one target, MSE, RMSE / MAE / Pearson / Spearman in the table; class
 the sorted distinct labels are the classes (kept in the shards and every checkpoint),
 cross-entropy, accuracy and balanced accuracy (and ROC-AUC for two classes). The model and
 training default to the PSR protocol's (a graph-level ATOM3D task of the same kind of data).
+Reading is bounded: ``max_file_bytes`` (after decompression) and ``max_atoms`` per structure;
+files over them are skipped and counted. ``predict`` reads new files as the checkpoint's training
+files were (``predict_atoms``).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from eqgat import metrics as M
-from preprocess.readers.structures import KINDS
+from preprocess.readers.structures import DEFAULT_MAX_ATOMS, DEFAULT_MAX_FILE_BYTES, KINDS
 from preprocess.sources import StructureFolder
 
 from ._atom3d import EQGAT_ATOM3D
@@ -47,6 +50,15 @@ def evaluate_classes(pred: np.ndarray, y: np.ndarray, columns: Mapping[str, Sequ
     out = {"accuracy": M.accuracy(pred, y), "balanced_accuracy": M.balanced_accuracy(pred, y)}
     out["roc_auc"] = M.roc_auc(pred[:, 1] - pred[:, 0], y) if pred.ndim == 2 and pred.shape[1] == 2 else float("nan")
     return out
+
+
+def predict_atoms(path, options: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """A new file for ``predict``, read as the checkpoint's training structures were (its hydrogen
+    and water policy and read caps)."""
+    from preprocess.readers.structures import StructureOptions, read_structure
+
+    atoms = read_structure(path, StructureOptions.of(options))
+    return atoms.pos, atoms.z
 
 
 def configure(spec: TaskSpec, section: Mapping, label_names: Sequence[str] | None) -> TaskSpec:
@@ -76,7 +88,8 @@ TASK = TaskSpec(
     model=dict(EQGAT_ATOM3D, num_layers=5),
     model_presets={"segnn": {"num_layers": 3}},
     protocol={**atom3d_protocol(epochs=30, batch_size=16), "files": None, "labels": None, "kind": "regression",
-              "hydrogens": "drop", "waters": "drop", "split_seed": 0},
+              "hydrogens": "drop", "waters": "drop", "split_seed": 0,
+              "max_file_bytes": DEFAULT_MAX_FILE_BYTES, "max_atoms": DEFAULT_MAX_ATOMS},
     options_schema={
         "files": {"type": ["string", "null"], "description": "folder of .pdb/.ent/.cif/.mmcif files (optionally .gz)"},
         "labels": {"type": ["string", "null"], "description": "CSV with columns file, label and optionally split"},
@@ -84,11 +97,20 @@ TASK = TaskSpec(
         "hydrogens": {"enum": ["drop", "keep"]},
         "waters": {"enum": ["drop", "keep"]},
         "split_seed": {"type": "integer", "minimum": 0, "description": "seed of the 80/10/10 split when the CSV has none"},
+        "max_file_bytes": {"type": ["integer", "null"], "minimum": 1,
+                           "description": "a structure file holding more bytes (after decompression) is skipped and "
+                                          f"counted as file_too_large; null: no limit (default {DEFAULT_MAX_FILE_BYTES})"},
+        "max_atoms": {"type": ["integer", "null"], "minimum": 1,
+                      "description": "a structure whose first model has more atoms (hydrogens and waters dropped "
+                                     "first) is skipped and counted as too_many_atoms; null: no limit "
+                                     f"(default {DEFAULT_MAX_ATOMS})"},
         "strict": {"type": "boolean", "description": "a listed file that is missing or unreadable, or a missing or invalid label, is an error naming it (files without a row are only counted)"},
         "max_records": {"type": ["integer", "null"], "minimum": 1},
     },
-    reader_options=("hydrogens", "waters"),
-    build_options=("strict", "max_records", "files", "labels", "kind", "hydrogens", "waters", "split_seed"),
+    reader_options=("hydrogens", "waters", "max_file_bytes", "max_atoms"),
+    build_options=("strict", "max_records", "files", "labels", "kind", "hydrogens", "waters", "split_seed",
+                   "max_file_bytes", "max_atoms"),
     required_options=("files", "labels"),
     configure=configure,
+    predict_reader=predict_atoms,
 )

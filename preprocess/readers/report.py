@@ -29,6 +29,9 @@ UNSUPPORTED_FORMAT = "unsupported_format"  # structures: not .pdb/.ent/.cif/.mmc
 INVALID_LABEL = "invalid_label"        # structures: a regression label that is not a finite number
 UNLABELLED_FILE = "unlabelled_file"    # structures: a structure file with no labels CSV row (not used)
 TOO_MANY_NEIGHBORS = "too_many_neighbors"  # graphs: an atom has more than graph.max_degree neighbours
+FILE_TOO_LARGE = "file_too_large"      # structures: more bytes (after decompression) than max_file_bytes
+TOO_MANY_ATOMS = "too_many_atoms"      # structures: more kept atoms than max_atoms
+NOT_REGULAR_FILE = "not_regular_file"  # structures: a FIFO, device, socket or folder (or a symlink to one)
 
 # Non-fatal notes
 UNKNOWN_ELEMENT = "unknown_element_atoms"  # atoms mapped to 'other' (counted, kept)

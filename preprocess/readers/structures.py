@@ -1,12 +1,17 @@
 """Users' own PDB / mmCIF files (the ``structures`` task): atoms of one file, and the labels CSV.
 
-Reading (``read_structure``): gemmi parses the file, first model only. The bytes are read here
-(``.gz`` through Python's gzip, which refuses truncated or non-gzip files: gemmi reads them
-silently as far as they go) and PDB coordinate columns are checked to be numbers (gemmi reads
-``abc`` as 0.0); then hydrogens (H, D) and waters are removed with gemmi unless kept, and
-alternate locations are resolved per residue position (chain, number, insertion code): the
-altloc label with the highest occupancy (mean over its atoms, to 4 decimals) is kept, the first
-in file order on ties, together with every atom that has no altloc. Choosing one label per
+Reading (``read_structure``): gemmi parses the file, first model only. The bytes are read here,
+bounded (``StructureOptions``): only regular files are opened for reading (a FIFO, a device such
+as ``/dev/zero`` or a symlink to one is skipped as ``not_regular_file`` without reading a byte),
+and at most ``max_file_bytes`` bytes after decompression are read (more: ``file_too_large``);
+``.gz`` goes through Python's gzip, which decompresses only as much as asked and refuses
+truncated or non-gzip files (gemmi reads them silently as far as they go). PDB coordinate
+columns are checked to be numbers (gemmi reads ``abc`` as 0.0); a first model of more than
+``max_atoms`` atoms after dropping hydrogens and waters (each alternate location counted) is
+skipped as ``too_many_atoms`` before any per-atom work. Hydrogens (H, D) and waters are removed
+with gemmi unless kept (before the atom cap), and alternate locations are resolved per residue
+position (chain, number, insertion code): the altloc label with the highest occupancy (mean over
+its atoms, to 4 decimals) is kept, the first in file order on ties, together with every atom that has no altloc. Choosing one label per
 residue, not per atom, keeps a residue's conformer whole, also for microheterogeneity (SER in
 altloc A, THR in altloc B at the same number: one of the two residues, not a mixture).
 Elements outside the vocabulary of ``preprocess.elements`` map to 'other' and are counted in
@@ -28,11 +33,12 @@ import gzip
 import io
 import math
 import os
+import stat
 import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING, Iterator, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Mapping, Union
 
 import numpy as np
 
@@ -44,8 +50,8 @@ from preprocess.elements import OTHER_INDEX, element_index
 
 from . import RecordError, Sample, SkipSample
 from .report import (
-    ALTLOC_DROPPED, EMPTY_ATOMS, INVALID_LABEL, MISSING_FILE, MISSING_LABEL, NAN_COORDINATES,
-    UNLABELLED_FILE, UNPARSEABLE, UNSUPPORTED_FORMAT, SkipReport,
+    ALTLOC_DROPPED, EMPTY_ATOMS, FILE_TOO_LARGE, INVALID_LABEL, MISSING_FILE, MISSING_LABEL, NAN_COORDINATES,
+    NOT_REGULAR_FILE, TOO_MANY_ATOMS, UNLABELLED_FILE, UNPARSEABLE, UNSUPPORTED_FORMAT, SkipReport,
 )
 
 FORMATS: dict[str, str] = {".pdb": "pdb", ".ent": "pdb", ".cif": "mmcif", ".mmcif": "mmcif"}
@@ -55,6 +61,11 @@ KINDS: tuple[str, ...] = ("regression", "classification")
 CHOICES: tuple[str, ...] = ("drop", "keep")
 #: ``residue_numbers`` of residues without a number (an mmCIF ``auth_seq_id`` of '?').
 NO_RESIDUE_NUMBER = int(np.iinfo(np.int32).min)
+#: default ``max_file_bytes``: bytes read from one structure file, after decompression (100 MB;
+#: a 100,000-atom PDB file is about 8 MB)
+DEFAULT_MAX_FILE_BYTES = 100_000_000
+#: default ``max_atoms``: atoms of one structure's first model (hydrogens and waters dropped first)
+DEFAULT_MAX_ATOMS = 100_000
 
 Label = Union[float, str]
 
@@ -65,16 +76,31 @@ class LabelsError(ValueError):
 
 @dataclass(frozen=True)
 class StructureOptions:
-    """What to keep of each structure: ``hydrogens`` and ``waters``, each "drop" or "keep"."""
+    """What to keep of each structure (``hydrogens``, ``waters``: "drop" or "keep") and how much
+    of a file may be read: ``max_file_bytes`` after decompression, ``max_atoms`` in the first
+    model (None or -1: no limit)."""
 
     hydrogens: str = "drop"
     waters: str = "drop"
+    max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES
+    max_atoms: int | None = DEFAULT_MAX_ATOMS
 
     def __post_init__(self) -> None:
         for name in ("hydrogens", "waters"):
             value = getattr(self, name)
             if value not in CHOICES:
                 raise ValueError(f"structures option {name}: {value!r}; expected one of {CHOICES}")
+        for name in ("max_file_bytes", "max_atoms"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < -1 or value == 0):
+                raise ValueError(f"structures option {name}: {value!r}; expected an integer >= 1, or -1 / None (no limit)")
+            object.__setattr__(self, name, None if value in (None, -1) else value)
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any], **fixed: Any) -> StructureOptions:
+        """The options among `options`' keys (others are ignored), `fixed` laid over them."""
+        names = ("hydrogens", "waters", "max_file_bytes", "max_atoms")
+        return cls(**{**{k: options[k] for k in names if k in options}, **fixed})
 
 
 @dataclass
@@ -124,17 +150,67 @@ def structure_format(name: str | os.PathLike) -> str | None:
     return FORMATS.get(os.path.splitext(lower)[1])
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's content, decompressed when it ends in .gz; SkipSample when it cannot be read."""
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _open_regular(path: Path) -> tuple[BinaryIO, int]:
+    """The file open for reading and its size; SkipSample unless it is a regular file.
+
+    Opened non-blocking and checked on the open descriptor, so a FIFO neither blocks nor is
+    read, and a file swapped for a device after a check cannot slip through."""
     try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError as exc:
         raise SkipSample(MISSING_FILE, str(path)) from exc
-    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+    except OSError as exc:
         raise SkipSample(UNPARSEABLE, f"cannot read {path}: {exc}") from exc
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise SkipSample(NOT_REGULAR_FILE, f"{path} is a {_file_kind(info.st_mode)}, not a regular file")
+    return os.fdopen(fd, "rb"), info.st_size
+
+
+def _too_large(path: Path, limit: int, packed: bool) -> SkipSample:
+    after = " after decompression" if packed else ""
+    return SkipSample(FILE_TOO_LARGE, f"{path} holds more than {limit} bytes{after} (max_file_bytes)")
+
+
+def _read_upto(stream: BinaryIO, limit: int, chunk: int = 1 << 20) -> bytes:
+    """At most `limit` bytes of `stream`, in chunks (a read of `limit` bytes would reserve them
+    all at once), or `limit` + 1 when there are more."""
+    parts: list[bytes] = []
+    total = 0
+    while total <= limit:
+        part = stream.read(min(chunk, limit + 1 - total))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
+
+
+def _read_bytes(path: Path, max_bytes: int | None = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """The file's content, decompressed when it ends in .gz, at most `max_bytes` of it (None: no
+    limit); SkipSample when it cannot be read, is not a regular file or holds more."""
+    packed = path.name.lower().endswith(".gz")
+    fh, size = _open_regular(path)
+    with fh:
+        if max_bytes is not None and not packed and size > max_bytes:
+            raise _too_large(path, max_bytes, packed)
+        try:
+            stream = gzip.GzipFile(fileobj=fh, mode="rb") if packed else fh
+            data = stream.read() if max_bytes is None else _read_upto(stream, max_bytes)
+        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
+            raise SkipSample(UNPARSEABLE, f"cannot read {path}: {exc}") from exc
+    if max_bytes is not None and len(data) > max_bytes:
+        raise _too_large(path, max_bytes, packed)
+    return data
 
 
 def _check_pdb_coordinates(data: bytes) -> None:
@@ -151,14 +227,14 @@ def _check_pdb_coordinates(data: bytes) -> None:
                                               f"{line[30:54].decode(errors='replace')!r}") from None
 
 
-def _parse(path: Path) -> gemmi.Structure:
+def _parse(path: Path, max_bytes: int | None = DEFAULT_MAX_FILE_BYTES) -> gemmi.Structure:
     """The whole file parsed by gemmi; SkipSample(UNPARSEABLE) when gemmi refuses it."""
     import gemmi  # here, not at the top: the task declarations import this module
 
     fmt = structure_format(path.name)
     if fmt is None:
         raise SkipSample(UNSUPPORTED_FORMAT, f"{path.name}: expected {', '.join(FORMATS)} (optionally .gz)")
-    data = _read_bytes(path)
+    data = _read_bytes(path, max_bytes)
     try:
         if fmt == "pdb":
             _check_pdb_coordinates(data)
@@ -177,6 +253,9 @@ def _first_model(structure: gemmi.Structure, options: StructureOptions) -> gemmi
         model.remove_hydrogens()
     if options.waters == "drop":
         model.remove_waters()
+    if options.max_atoms is not None and model.count_atom_sites() > options.max_atoms:
+        raise SkipSample(TOO_MANY_ATOMS, f"{model.count_atom_sites()} atoms in the first model, more than "
+                                         f"max_atoms = {options.max_atoms}")
     return model
 
 
@@ -263,11 +342,17 @@ def read_structure(path: str | os.PathLike, options: StructureOptions | None = N
     """The kept atoms of the first model of a PDB / mmCIF file (see the module docstring).
 
     Raises ``SkipSample`` (reason ``unparseable``, ``unsupported_format``, ``missing_file``,
-    ``empty_atoms`` or ``nan_coordinates``); notes go to ``report`` only for a kept structure.
+    ``not_regular_file``, ``file_too_large``, ``too_many_atoms``, ``empty_atoms`` or
+    ``nan_coordinates``), naming the file; notes go to ``report`` only for a kept structure.
     """
     options = StructureOptions() if options is None else options
-    model = _first_model(_parse(Path(path)), options)
-    atoms = _atoms(*_collect(model))
+    path = Path(path)
+    try:
+        model = _first_model(_parse(path, options.max_file_bytes), options)
+        atoms = _atoms(*_collect(model))
+    except MemoryError:  # within the caps but still too much for this machine: name the file
+        raise SkipSample(FILE_TOO_LARGE, f"{path}: out of memory while reading it (lower max_file_bytes "
+                                         f"or max_atoms)") from None
     if report is not None:
         _note(atoms, report)
     return atoms
@@ -423,6 +508,23 @@ def structure_files(root: Path) -> list[str]:
     return found
 
 
+def folder_digest(root: Path) -> str:
+    """A digest of the structure files under ``root`` (names, sizes, modification times), for the
+    workflow's rerun check. A name that is not UTF-8 counts by its bytes, and a dangling symlink
+    (or any file that cannot be stat'ed) as "missing": neither may break parsing the workflow."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in structure_files(root) if root.is_dir() else []:
+        try:
+            info = (root / name).stat()
+            line = f"{name}\0{info.st_size}\0{info.st_mtime_ns}\n"
+        except OSError:
+            line = f"{name}\0missing\n"
+        digest.update(line.encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:16]
+
+
 # ---------------------------------------------------------------------------------------
 # splits
 # ---------------------------------------------------------------------------------------
@@ -509,11 +611,12 @@ def scan_labels(folder: str | os.PathLike, labels_csv: str | os.PathLike, kind: 
 
 
 def samples(entry: dict, index: int, strict: bool = False, report: SkipReport | None = None,
-            hydrogens: str = "drop", waters: str = "drop") -> Iterator[Sample]:
+            hydrogens: str = "drop", waters: str = "drop", max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
+            max_atoms: int | None = DEFAULT_MAX_ATOMS) -> Iterator[Sample]:
     """The sample of one labelled structure (a record of :class:`preprocess.sources.StructureFolder`:
     ``file``, ``path``, ``split`` and ``y``, the float label or the class index)."""
     e = Entry(file=entry["file"], path=Path(entry["path"]), label=entry["y"], split=entry["split"])
-    atoms = read_entry(e, StructureOptions(hydrogens, waters), strict, report)
+    atoms = read_entry(e, StructureOptions(hydrogens, waters, max_file_bytes, max_atoms), strict, report)
     if atoms is not None:
         y = entry["y"]
         y = np.array([y], dtype=np.float32) if isinstance(y, float) else int(y)
@@ -530,7 +633,7 @@ def _count_unlabelled(root: Path, listed: set[Path], report: SkipReport | None) 
 
 
 __all__ = [
-    "Entry", "LabelsError", "StructureAtoms", "StructureOptions", "read_entry", "read_labels_csv",
+    "DEFAULT_MAX_ATOMS", "DEFAULT_MAX_FILE_BYTES", "Entry", "folder_digest", "LabelsError", "StructureAtoms", "StructureOptions", "read_entry", "read_labels_csv",
     "read_structure", "samples", "scan_labels", "seeded_split", "split_sizes", "structure_format",
     "write_split_csv",
 ]

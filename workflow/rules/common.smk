@@ -105,6 +105,17 @@ def predict_listing():
     return digest.hexdigest()[:16]
 
 
+# the tasks whose declarations say how predict reads a file (their declarations are predict's code)
+PREDICT_TASKS = [name for name, spec in TASKS.items() if spec.predict_reader is not None]
+
+
+def predict_limits():
+    """The `predict` config's read caps as command-line arguments (unset: the checkpoint's)."""
+    settings = config.get("predict") or {}
+    return [arg for key in ("max_file_bytes", "max_atoms", "max_degree") if settings.get(key) is not None
+            for arg in (f"--{key.replace('_', '-')}", str(settings[key]))]
+
+
 def dataset_of(task):
     """The downloaded dataset a task reads (LBA: the sequence-identity split chosen)."""
     return TASKS[task].source.dataset(section(task))
@@ -139,18 +150,11 @@ def source_location(task):
 def folder_listing(task):
     """A digest of a folder source's structure files (names, sizes, modification times): a file
     added, removed or rewritten rebuilds the task's graphs. Empty for other sources."""
-    import hashlib
-
-    from preprocess.readers.structures import structure_files
+    from preprocess.readers.structures import folder_digest
 
     if TASKS[task].source.kind != "folder":
         return ""
-    root = Path(section(task)["files"])
-    digest = hashlib.sha256()
-    for name in structure_files(root) if root.is_dir() else []:
-        stat = (root / name).stat()
-        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:16]
+    return folder_digest(Path(section(task)["files"]))
 
 
 def source_options(task):

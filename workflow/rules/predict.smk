@@ -16,10 +16,11 @@ rule predict:
     params:
         ligand=config.get("predict", {}).get("ligand_resname") or "",
         pocket_radius=config.get("predict", {}).get("pocket_radius", 6.0),
+        limits=predict_limits(),
         device=config["device"],
-        code=code_version("predict"),
+        code=code_version("predict", *PREDICT_TASKS),
         files=predict_listing(),
     shell:
         "python -m eqgat predict --checkpoint {input.checkpoint:q} --out {output:q} --device {params.device:q}"
         " --threads {threads} --pocket-radius {params.pocket_radius:q} --ligand-resname={params.ligand:q}"
-        " --no-progress {input.files:q} > {log:q} 2>&1"
+        " --no-progress {params.limits:q} {input.files:q} > {log:q} 2>&1"
