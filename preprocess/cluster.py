@@ -56,7 +56,8 @@ WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS
 #: OS. Setting it turns off glibc's dynamic mmap threshold: every large array of every shard is
 #: then a fresh mmap whose pages the kernel faults in and zeroes again (40x the page faults of
 #: the serial build, and about a quarter more CPU per shard: docs/performance.md). A worker holds
-#: one shard at a time, so keeping its freed pages costs no more than its peak.
+#: one shard at a time, so keeping its freed pages costs no more than its peak. SLURM worker jobs
+#: get the same settings (`worker_config_export`).
 WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
@@ -83,6 +84,16 @@ SLURM_KEYS = frozenset({
 })
 
 
+def worker_config_export() -> str:
+    """The job-script line giving SLURM workers' nannies `WORKER_CONFIG` (Dask reads the variable
+    when it is imported)."""
+    import dask
+
+    nested: dict = {}
+    dask.config.set(WORKER_CONFIG, config=nested)
+    return f"export DASK_INTERNAL_INHERIT_CONFIG={shlex.quote(dask.config.serialize(nested))}"
+
+
 def slurm_cluster_options(slurm: Mapping, workers: int) -> tuple[dict, int]:
     """The ``SLURMCluster`` keyword arguments of the ``slurm`` settings, and the jobs to start."""
     unknown = set(slurm) - SLURM_KEYS
@@ -95,7 +106,7 @@ def slurm_cluster_options(slurm: Mapping, workers: int) -> tuple[dict, int]:
         raise ValueError(f"need 1 <= processes ({processes}) <= cores ({cores})")
     jobs = slurm.get("jobs")
     jobs = int(jobs) if jobs else max(1, math.ceil(max(int(workers or 1), 1) / processes))
-    prologue = [f"export {k}={v}" for k, v in WORKER_ENV.items()]
+    prologue = [f"export {k}={v}" for k, v in WORKER_ENV.items()] + [worker_config_export()]
     prologue += list(slurm.get("job_script_prologue") or [])
     kwargs = dict(
         cores=cores,

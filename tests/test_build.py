@@ -217,3 +217,23 @@ def test_local_workers_keep_glibc_dynamic_mmap_threshold():
     with dask_client(1) as client:
         (settings,) = client.run(_malloc_settings).values()
     assert settings == {"MALLOC_TRIM_THRESHOLD_": None, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def test_slurm_workers_get_the_same_malloc_settings(tmp_path):
+    """The SLURM job script hands its nanny the local cluster's worker settings: a fresh
+    interpreter with the script's exports spawns workers without MALLOC_TRIM_THRESHOLD_."""
+    import os
+    import shlex
+
+    from preprocess.cluster import slurm_cluster_options
+
+    kwargs, _ = slurm_cluster_options({"queue": "q"}, 2)
+    env = dict(os.environ)
+    for line in kwargs["job_script_prologue"]:
+        name, value = line.removeprefix("export ").split("=", 1)
+        env[name] = shlex.split(value)[0]
+    env.pop("MALLOC_TRIM_THRESHOLD_", None)
+    code = ("from distributed.nanny import _get_env_variables; "
+            "print(sorted(_get_env_variables('distributed.nanny.pre-spawn-environ')))")
+    names = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert "OMP_NUM_THREADS" in names and "MALLOC_TRIM_THRESHOLD_" not in names
