@@ -56,9 +56,12 @@ WORKER_ENV = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS
 #: OS. Setting it turns off glibc's dynamic mmap threshold: every large array of every shard is
 #: then a fresh mmap whose pages the kernel faults in and zeroes again (40x the page faults of
 #: the serial build, and about a quarter more CPU per shard: docs/performance.md). A worker holds
-#: one shard at a time, so keeping its freed pages costs no more than its peak. SLURM worker jobs
+#: one shard at a time, so keeping its freed pages costs no more than its peak. Neither the
+#: statistical profiler (a stack sample of the task thread every 10 ms) nor a 20 ms event-loop
+#: tick serve a build: without them an idle worker uses a quarter of the CPU. SLURM worker jobs
 #: get the same settings (`worker_config_export`).
-WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                 "distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s"}
 
 
 class DaskChatter(logging.Filter):
