@@ -8,7 +8,7 @@
 * by default a ``LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)``.
 
 Workers it starts run one Numba/BLAS thread each (one task = one shard, so the parallelism is
-across shards). On exit the client and any cluster it started are closed (SLURM worker jobs
+across shards), under :data:`WORKER_CONFIG` (no glibc memory trimming, no profiler). On exit the client and any cluster it started are closed (SLURM worker jobs
 are cancelled).
 
 ``slurm`` keys (all optional except ``queue``/``account`` on most sites):
