@@ -204,19 +204,23 @@ def test_cli_errors_exit_nonzero(tmp_path):
 def _malloc_settings() -> dict:
     import os
 
-    return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
+    import dask
+
+    return {**{k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")},
+            "profile": dask.config.get("distributed.worker.profile.enabled")}
 
 
 def test_local_workers_keep_glibc_dynamic_mmap_threshold():
     """Dask's nanny would set MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's dynamic
     mmap threshold: every large array of a shard is then freshly mapped and zeroed (40x the page
     faults, about a quarter more CPU per shard than serially). The build's workers run without it,
-    with one Numba and BLAS thread each."""
+    with one Numba and BLAS thread each, and without the statistical profiler."""
     from preprocess.cluster import dask_client
 
     with dask_client(1) as client:
         (settings,) = client.run(_malloc_settings).values()
-    assert settings == {"MALLOC_TRIM_THRESHOLD_": None, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    assert settings == {"MALLOC_TRIM_THRESHOLD_": None, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                        "profile": False}
 
 
 def test_slurm_workers_get_the_same_malloc_settings(tmp_path):
