@@ -47,6 +47,12 @@ sys.path.insert(0, str(HERE))
 MiB = 2 ** 20
 
 
+def cpu_seconds(who: int) -> float:
+    """User + system CPU seconds of this process (RUSAGE_SELF) or of its reaped children."""
+    ru = resource.getrusage(who)
+    return ru.ru_utime + ru.ru_stime
+
+
 def vm_hwm() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -73,10 +79,14 @@ def child_build(a) -> None:
         c = LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True, dashboard_address=None)
         c.close()
         cluster_s = time.perf_counter() - t0
+    self0, children0 = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
+    options = {} if a.max_records is None else {"max_records": a.max_records}
     m = build_task_shards(get_task(a.task), a.source, a.out, a.cutoff, shard_size=a.shard_size,
-                          workers=a.workers, progress=False)
+                          workers=a.workers, progress=False, options=options)
     wall = time.perf_counter() - t0
+    # CPU time of the build: this process, plus its Dask workers (reaped when the cluster closed)
+    cpu = cpu_seconds(resource.RUSAGE_SELF) - self0 + cpu_seconds(resource.RUSAGE_CHILDREN) - children0
     shards = [s for v in m["splits"].values() for s in v["shards"]]
     # VmHWM: peak RSS of this process's own address space. (ru_maxrss of RUSAGE_SELF is not
     # used: Linux carries the parent's high-water mark over fork + exec, so it reads at
@@ -85,7 +95,8 @@ def child_build(a) -> None:
     child_ru = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     size = sum(p.stat().st_size for p in Path(a.out).rglob("*.h5"))
     print("RESULT " + json.dumps({
-        "wall_s": wall, "cluster_start_s": cluster_s, "rss_after_imports": rss0,
+        "wall_s": wall, "cpu_s": cpu, "cluster_start_s": cluster_s,
+        "sha256": {sh["path"]: sh["sha256"] for sh in shards}, "rss_after_imports": rss0,
         "ru_maxrss_self": self_ru, "ru_maxrss_children": child_ru,
         "graphs": sum(v["num_graphs"] for v in m["splits"].values()),
         "nodes": sum(s["num_nodes"] for s in shards), "edges": sum(s["num_edges"] for s in shards),
@@ -96,12 +107,14 @@ def child_build(a) -> None:
 # ------------------------------------------------------------------------------------
 # parent: run a build in a subprocess and sample its process tree
 # ------------------------------------------------------------------------------------
-def run_build(task, source, out, cutoff, shard_size, workers, sample_ms=20) -> dict:
+def run_build(task, source, out, cutoff, shard_size, workers, sample_ms=20, max_records=None) -> dict:
     import psutil
 
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, str(Path(__file__).resolve()), "_build", "--task", task, "--source", str(source),
            "--out", str(out), "--cutoff", str(cutoff), "--shard-size", str(shard_size), "--workers", str(workers)]
+    if max_records is not None:
+        cmd += ["--max-records", str(max_records)]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     root = psutil.Process(proc.pid)
@@ -171,6 +184,7 @@ def main(argv=None) -> int:
         ap.add_argument("--cutoff", type=float, required=True)
         ap.add_argument("--shard-size", type=int, required=True)
         ap.add_argument("--workers", type=int, required=True)
+        ap.add_argument("--max-records", type=int, default=None)
         child_build(ap.parse_args(argv[1:]))
         return 0
 
@@ -187,6 +201,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--scaling", action="store_true",
+                    help="only the speed-up table: PSR serial vs --scaling-workers Dask workers, back to back")
+    ap.add_argument("--scaling-records", type=int, default=9600,
+                    help="PSR decoys of the speed-up table (9,600: about 60 s serially on an idle 2-core AMD EPYC)")
+    ap.add_argument("--scaling-workers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="serial/parallel pairs of the speed-up table")
     a = ap.parse_args(argv)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -200,6 +220,8 @@ def main(argv=None) -> int:
     print(f"# python {platform.python_version()}, numpy {numpy.__version__}, numba {numba.__version__}, "
           f"atom3d {atom3d.__version__ if hasattr(atom3d, '__version__') else '?'}, cpus {os.cpu_count()}, "
           f"RAM {psutil.virtual_memory().total / 2**30:.1f} GiB, load {os.getloadavg()[0]:.2f}", flush=True)
+    if a.scaling:
+        return scaling(a, work)
     psr = ensure_data(work, "psr", a.psr_records, a.seed)
     res = {m: ensure_data(work, "res", m * a.res_records, a.seed, envs=a.res_envs) for m in (1, 2, 4)}
     out = work / "shards"
@@ -261,6 +283,52 @@ def main(argv=None) -> int:
         n = np.array([r["max_shard_nodes"] for r in rows3], float)
         print(f"\nfit over the sweep: driver peak (VmHWM) = {base / MiB:.0f} MiB + {k:.0f} B x (edges of the largest shard); "
               f"largest shards have {np.mean(e / n):.1f} edges per atom, i.e. ~{k * np.mean(e / n):.0f} B per atom")
+    shutil.rmtree(out, ignore_errors=True)
+    return 0
+
+
+def scaling(a, work: Path) -> int:
+    """Speed-up of ``--scaling-workers`` Dask workers over the serial build, and the CPU seconds
+    per shard of each: pairs of builds back to back (their order alternating), so that a
+    machine whose load drifts affects both members of a pair alike."""
+    import statistics
+
+    src = ensure_data(work, "psr", a.scaling_records, a.seed)
+    out, w = work / "shards", a.scaling_workers
+    for f in src.rglob("*.mdb"):  # page cache: every build reads the records from memory
+        with open(f, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+    run_build("psr", src, out, a.cutoff, a.psr_shard_size, 1, max_records=a.psr_shard_size)  # Numba cache
+    pairs = []
+    for k in range(a.repeats):
+        pair = {}
+        for workers in ((1, w) if k % 2 == 0 else (w, 1)):
+            load = os.getloadavg()[0]
+            r = run_build("psr", src, out, a.cutoff, a.psr_shard_size, workers)
+            r["load_before"] = load
+            pair[workers] = r
+            print(f"# pair {k + 1}, workers={workers}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} CPU-s, "
+                  f"load before {load:.2f}", flush=True)
+        if pair[1]["sha256"] != pair[w]["sha256"]:
+            raise SystemExit(f"pair {k + 1}: the parallel shards differ from the serial ones")
+        pairs.append(pair)
+    r0 = pairs[0][1]
+    print(f"\n## Graph-building speed-up (PSR, {a.scaling_records} decoys, {r0['nodes']:,} heavy atoms, "
+          f"{r0['edges']:,} edges, {r0['shards']} shards of {a.psr_shard_size}, cutoff {a.cutoff:g} A; "
+          f"{os.cpu_count()} CPUs)\n")
+    print(f"| pair | load before | serial wall s | serial CPU-s/shard | {w} workers wall s | "
+          f"{w} workers CPU-s/shard | speed-up |")
+    print("|---|---|---|---|---|---|---|")
+    speedups = []
+    for k, pair in enumerate(pairs, 1):
+        s_, p_ = pair[1], pair[w]
+        speedups.append(s_["wall_s"] / p_["wall_s"])
+        print(f"| {k} | {s_['load_before']:.2f} / {p_['load_before']:.2f} | {s_['wall_s']:.1f} | "
+              f"{s_['cpu_s'] / s_['shards']:.2f} | {p_['wall_s']:.1f} | {p_['cpu_s'] / p_['shards']:.2f} | "
+              f"{speedups[-1]:.2f}x |")
+    print(f"\nmedian speed-up {statistics.median(speedups):.2f}x (min {min(speedups):.2f}x, max {max(speedups):.2f}x); "
+          f"shards identical serial vs parallel (SHA-256) in every pair")
     shutil.rmtree(out, ignore_errors=True)
     return 0
 

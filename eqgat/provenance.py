@@ -16,22 +16,43 @@ from pathlib import Path
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 _TASK_COMMON = ("eqgat/tasks/spec.py", "eqgat/tasks/_atom3d.py", "preprocess/spec.py")
+#: the command lines the rules call (`python -m preprocess ...`, `python -m eqgat ...`)
+_PREPROCESS_CLI = ("preprocess/__main__.py", "preprocess/cli.py")
+_EQGAT_CLI = ("eqgat/__main__.py", "eqgat/cli.py")
+#: what training and evaluation run: the command line (effective section, cutoff check), the
+#: device choice, the model, the loop, the data, and the shard reading
+_RUNS = (*_EQGAT_CLI, "eqgat/device.py", "eqgat/tasks/config.py", "eqgat/nn", "eqgat/models", "eqgat/train",
+         "eqgat/data", "eqgat/tasks/losses.py", "eqgat/metrics.py", "preprocess/shards.py", "preprocess/neighbors.py",
+         *_TASK_COMMON)
 
-#: stage -> source files, or folders whose *.py files count, relative to SOURCE_ROOT
+#: stage -> source files, or folders whose *.py files count, relative to SOURCE_ROOT;
+#: tests/test_provenance.py runs each stage's entry point and checks that this covers what it runs
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
-    "generate": ("preprocess/triangle.py", "preprocess/triangle_kernels.py"),
-    "graphs": ("preprocess/neighbors.py", "preprocess/shards.py", "preprocess/build.py", "preprocess/task_shards.py",
-               "preprocess/sources.py", "preprocess/readers/__init__.py", "preprocess/readers/report.py",
-               "preprocess/readers/lmdb_records.py", "preprocess/elements.py", *_TASK_COMMON),
-    "train": ("eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks/losses.py", "eqgat/metrics.py",
-              "preprocess/shards.py", "preprocess/neighbors.py", *_TASK_COMMON),
-    "evaluate": ("eqgat/nn", "eqgat/models", "eqgat/train", "eqgat/data", "eqgat/tasks/losses.py", "eqgat/metrics.py",
-                 "preprocess/shards.py", "preprocess/neighbors.py", *_TASK_COMMON),
-    "aggregate": ("eqgat/aggregate.py", "eqgat/plots.py", "eqgat/paper.py", "eqgat/metrics.py", *_TASK_COMMON),
-    # the workflow adds the declarations whose predict_reader reads the files (predict_tasks)
-    "predict": ("eqgat/predict.py", "eqgat/nn", "eqgat/models", "eqgat/train/checkpoint.py", "eqgat/train/evaluate.py",
-                "preprocess/readers/structures.py", "preprocess/readers/__init__.py", "preprocess/readers/report.py",
-                "preprocess/neighbors.py", "preprocess/elements.py", "preprocess/atomic.py", *_TASK_COMMON),
+    "generate": (*_PREPROCESS_CLI, "preprocess/triangle.py", "preprocess/triangle_kernels.py", "preprocess/build.py"),
+    "graphs": (*_PREPROCESS_CLI, "eqgat/tasks/__main__.py", "preprocess/neighbors.py", "preprocess/shards.py", "preprocess/build.py",
+               "preprocess/task_shards.py", "preprocess/sources.py", "preprocess/readers/__init__.py",
+               "preprocess/readers/report.py", "preprocess/readers/lmdb_records.py", "preprocess/elements.py",
+               *_TASK_COMMON),
+    "train": _RUNS,
+    "evaluate": _RUNS,
+    "aggregate": (*_EQGAT_CLI, "eqgat/aggregate.py", "eqgat/plots.py", "eqgat/paper.py", "eqgat/metrics.py",
+                  *_TASK_COMMON),
+    # the workflow adds the declarations whose predict_reader reads the files (PREDICT_TASKS)
+    "predict": (*_EQGAT_CLI, "eqgat/device.py", "eqgat/predict.py", "eqgat/nn", "eqgat/models", "eqgat/train",
+                "eqgat/tasks/losses.py", "preprocess/readers/structures.py", "preprocess/readers/__init__.py",
+                "preprocess/readers/report.py", "preprocess/neighbors.py", "preprocess/elements.py",
+                "preprocess/atomic.py", *_TASK_COMMON),
+}
+
+#: project modules a stage may use that no code version covers, and why
+UNVERSIONED: dict[str, str] = {
+    "eqgat/__init__.py": "the package's version string",
+    "preprocess/__init__.py": "empty",
+    "eqgat/provenance.py": "computes the code versions themselves",
+    "eqgat/tasks/__init__.py": "the registry: which module declares each task (each stage covers its own "
+                               "task's declaration, so adding a task reruns no other)",
+    "preprocess/atomic.py": "writes outputs atomically (temporary file, fsync, rename); the bytes come from "
+                            "versioned code",
 }
 
 #: stages whose hash also covers the data-reading code of each task (reader and source)

@@ -73,6 +73,14 @@ def test_model_code_change_reruns_training(finished):
     assert planned_jobs(workdir, configfile) == {}
 
 
+def test_command_line_code_change_reruns_training(finished):
+    """eqgat/cli.py lays the config section over the protocol and checks the cutoff: its edits
+    rerun every run (the code versions of train and evaluate cover it)."""
+    workdir, configfile = finished
+    with comment_appended(workdir / "eqgat" / "cli.py", "an edit to the command line"):
+        assert planned_jobs(workdir, configfile) == {"train": 2, "evaluate": 2, "aggregate": 1, "plot_test": 1, "all": 1}
+
+
 def test_rerun_after_a_code_change_trains_from_scratch(tiny_workflow_copy):
     """The finished run's resumable checkpoint was made by other code: it must not be resumed."""
     workdir, configfile = tiny_workflow_copy
