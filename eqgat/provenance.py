@@ -29,6 +29,7 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
                  "preprocess/shards.py", "preprocess/neighbors.py", *_TASK_COMMON),
     "aggregate": ("eqgat/aggregate.py", "eqgat/plots.py", "eqgat/paper.py", "eqgat/metrics.py", *_TASK_COMMON),
     "predict": ("eqgat/predict.py", "eqgat/nn", "eqgat/models", "eqgat/train/checkpoint.py", "eqgat/train/evaluate.py",
+                "eqgat/train/targets.py",
                 "preprocess/readers/structures.py", "preprocess/neighbors.py", "preprocess/elements.py"),
 }
 

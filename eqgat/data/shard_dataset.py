@@ -78,6 +78,16 @@ class ShardDataset(Dataset):
     def __len__(self) -> int:
         return int(self._offsets[-1])
 
+    def labels(self) -> np.ndarray:
+        """Every graph's label in dataset order (float32 [G, T] or int64 [G]), without the graphs."""
+        import h5py
+
+        parts = []
+        for path in self.shard_paths:
+            with h5py.File(path, "r") as f:
+                parts.append(f["y"][()])
+        return np.concatenate(parts) if parts else np.zeros((0,))
+
     def locate(self, idx: int) -> tuple[int, int]:
         """(shard number, index within that shard) of global index ``idx``."""
         n = len(self)
