@@ -71,8 +71,10 @@ def test_large_blocks_stay_in_the_process_with_a_bounded_peak():
     default, tuned = _probe("default"), _probe("tuned")
     assert default["mmapped"] and default["worker"]  # glibc's default: large blocks are mmap-ed
     assert not tuned["mmapped"] and not tuned["worker"]  # tuned, in the process and in its loader worker
-    # freed memory is reused: ten 256 MiB tensors one after the other peak at one of them
-    assert 200 < tuned["peak_mib"] < 400, tuned
+    # freed memory is reused: ten 256 MiB tensors one after the other peak at one or two of them
+    # (glibc may split a freed block for a small allocation, and the next tensor needs a new one),
+    # not at ten
+    assert 200 < default["peak_mib"] < 400 and 200 < tuned["peak_mib"] < 800, (default, tuned)
 
 
 def test_other_c_libraries_are_left_alone(monkeypatch):

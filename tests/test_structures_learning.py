@@ -20,14 +20,16 @@ from real_structures import OFFSET, write_crops  # noqa: E402
 
 @pytest.mark.slow
 def test_defaults_learn_real_structures(tmp_path):
-    labels = write_crops(tmp_path / "data", 100, seed=0, radius=(5.0, 9.0))
-    section = {"files": str(tmp_path / "data"), "labels": str(labels)}  # no training settings
+    labels = write_crops(tmp_path / "data", 120, seed=0, radius=(4.5, 8.0))
+    # no training settings; a smaller EQGAT (3 layers, 32 scalar / 8 vector channels) keeps the test short
+    section = {"files": str(tmp_path / "data"), "labels": str(labels),
+               "model": {"overrides": {"eqgat": {"hidden_scalars": 32, "hidden_vectors": 8, "num_layers": 3}}}}
     graphs = tmp_path / "graphs"
     build_task_shards(TASKS["structures"], tmp_path / "data", graphs, 4.5, shard_size=500, progress=False,
                       options=task_section(TASKS["structures"], section))
     run = tmp_path / "run"
     common = ["--task", "structures", "--data", str(graphs), "--section", json.dumps(section), "--device", "cpu",
-              "--threads", "2"]
+              "--threads", "1"]
     assert eqgat_main(["train", *common, "--out", str(run), "--no-progress"]) == 0
     assert eqgat_main(["evaluate", *common, "--checkpoint", str(run / "best.pt"), "--out", str(run / "metrics.json"),
                        "--predictions", str(run / "test_predictions.csv")]) == 0
