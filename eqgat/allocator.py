@@ -9,8 +9,9 @@ from inside the process (``mallopt``: ``M_MMAP_MAX`` 0, so no allocation is ``mm
 and ``M_TRIM_THRESHOLD`` 2 GiB, the most ``mallopt`` takes, so the heap is not trimmed), which
 is what the environment variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` do
 when set before the process starts; ``mallopt`` cannot raise the mmap threshold above 32 MiB,
-hence ``M_MMAP_MAX``. Freed memory is reused by
-the next step, so the peak resident size stays that of one step.
+hence ``M_MMAP_MAX``. Freed memory is reused by the next step; glibc may split a freed
+large block for a small allocation, so the resident size can creep, and :func:`release` gives
+the free memory back after every training epoch.
 
 Set at the start of ``python -m eqgat train / evaluate / predict``; data loader workers are
 forked from the configured process and inherit it (they call :func:`tune` too, for other start
@@ -26,7 +27,7 @@ import os
 import platform
 import sys
 
-__all__ = ["M_MMAP_MAX", "M_TRIM_THRESHOLD", "TRIM_THRESHOLD", "tune"]
+__all__ = ["M_MMAP_MAX", "M_TRIM_THRESHOLD", "TRIM_THRESHOLD", "release", "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,17 @@ def tune() -> str:
     _done = f"{what}; pid {os.getpid()}"
     log.debug("allocator: %s", _done)
     return _done
+
+
+def release() -> bool:
+    """Give the free memory inside the heap back to the kernel (``malloc_trim(0)``), once per
+    epoch: with the tuning, a large freed block can be split for a small allocation and the
+    next large tensor then needs fresh memory, so the resident size can creep within an epoch;
+    this bounds it across epochs. Returns whether memory was released (glibc, tuned)."""
+    if _done is None or not _done.startswith("glibc: mmap off"):
+        return False
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
 
 
 def worker_init(worker_id: int) -> None:

@@ -20,10 +20,10 @@ from real_structures import OFFSET, write_crops  # noqa: E402
 
 @pytest.mark.slow
 def test_defaults_learn_real_structures(tmp_path):
-    labels = write_crops(tmp_path / "data", 120, seed=0, radius=(4.5, 8.0))
-    # no training settings; a smaller EQGAT (3 layers, 32 scalar / 8 vector channels) keeps the test short
+    labels = write_crops(tmp_path / "data", 200, seed=0, radius=(4.5, 8.0))
+    # no training settings; a narrower EQGAT (5 layers, 48 scalar / 8 vector channels) keeps the test short
     section = {"files": str(tmp_path / "data"), "labels": str(labels),
-               "model": {"overrides": {"eqgat": {"hidden_scalars": 32, "hidden_vectors": 8, "num_layers": 3}}}}
+               "model": {"overrides": {"eqgat": {"hidden_scalars": 48, "hidden_vectors": 8, "num_layers": 5}}}}
     graphs = tmp_path / "graphs"
     build_task_shards(TASKS["structures"], tmp_path / "data", graphs, 4.5, shard_size=500, progress=False,
                       options=task_section(TASKS["structures"], section))

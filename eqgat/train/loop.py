@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
+from eqgat.allocator import release as release_memory
 from eqgat.allocator import worker_init
 from eqgat.device import autocast, mixed_precision_available
 from eqgat.tasks.losses import get_loss
@@ -352,6 +353,7 @@ def train(
             "target_scaling": scaling.state() if scaling is not None else None,
         })
         write_log_csv(paths.log_csv, state["log"])
+        release_memory()  # the epoch's free heap memory back to the kernel (tuned glibc only)
         bar.update(1)
         bar.set_postfix(train=f"{train_loss:.4g}", val=f"{val.loss:.4g}", lr=f"{lr:.2g}")
         selected = "" if settings.selection == "loss" else f" val {settings.selection} {value:.6g}"
