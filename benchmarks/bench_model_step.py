@@ -21,6 +21,10 @@ On CUDA every phase is synchronised before it is timed.
 
 Comparing implementations: the ``eqgat`` package is imported from the normal import path,
 so ``PYTHONPATH=/some/copy python benchmarks/bench_model_step.py`` times another copy.
+
+The allocator is set up as ``python -m eqgat train`` sets it (:mod:`eqgat.allocator`);
+``EQGAT_MALLOC=default`` keeps glibc's defaults, for before / after comparisons. Each row also
+gives the user and system CPU seconds of its steps and the process's peak RSS so far.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -38,6 +43,7 @@ import torch
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(_ROOT)  # appended: PYTHONPATH / an installed copy take precedence
 
+from eqgat.allocator import tune  # noqa: E402
 from eqgat.models import build_model, count_parameters, task_model_hparams  # noqa: E402
 from eqgat.tasks import TASKS  # noqa: E402
 from preprocess.neighbors import radius_graph_batch  # noqa: E402
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
+    allocator = tune()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     data = make_batch(args.config, args.batch_size, args.atoms, args.seed).to(device)
@@ -134,19 +141,22 @@ def main(argv: list[str] | None = None) -> None:
 
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, device {device}, "
-        f"threads {torch.get_num_threads()}, eqgat from {os.path.dirname(eqgat.__file__)}"
+        f"threads {torch.get_num_threads()}, eqgat from {os.path.dirname(eqgat.__file__)}, allocator: {allocator}"
     )
     print(f"config {args.config}: batch {data.num_graphs} graphs, {data.num_nodes} nodes, {data.edge_index.shape[1]:,} edges")
-    print("| model | parameters | step ms (median) | forward | backward | optimiser | graphs/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | parameters | step ms (median) | forward | backward | optimiser | graphs/s | user s | system s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         torch.manual_seed(args.seed)
         task = TASKS[args.config]
         model = build_model(name, **task_model_hparams(task, name, task.protocol["graph"]["cutoff"])).to(device)
+        before = resource.getrusage(resource.RUSAGE_SELF)
         t = time_steps(model, data, args.repeats, device)
+        after = resource.getrusage(resource.RUSAGE_SELF)
         print(
             f"| {name} | {count_parameters(model):,} | {1e3 * t['step']:.1f} | {1e3 * t['forward']:.1f} | "
-            f"{1e3 * t['backward']:.1f} | {1e3 * t['optimiser']:.1f} | {data.num_graphs / t['step']:.1f} |",
+            f"{1e3 * t['backward']:.1f} | {1e3 * t['optimiser']:.1f} | {data.num_graphs / t['step']:.1f} | "
+            f"{after.ru_utime - before.ru_utime:.1f} | {after.ru_stime - before.ru_stime:.1f} | {after.ru_maxrss / 1024:.0f} |",
             flush=True,
         )
 

@@ -21,7 +21,8 @@ from preprocess.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("task", "model", "metric", "direction", "n_runs", "seeds", "mean", "std", "paper_mean", "paper_std", "num_parameters", "paper_num_parameters")
+CSV_COLUMNS = ("task", "model", "metric", "direction", "n_runs", "seeds", "mean", "std", "paper_mean", "paper_std", "num_parameters", "paper_num_parameters",
+               "trivial_mean", "not_learned")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -78,8 +79,30 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "paper_mean": paper[0] if paper else None, "paper_std": paper[1] if paper else None,
                 "num_parameters": group[0].get("num_parameters"),
                 "paper_num_parameters": paper_param_count(model, task_name),
+                **trivial_summary(group, metric.name),
             })
     return rows
+
+
+def trivial_summary(group: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """The trivial predictor's mean test value of `metric` over the runs that recorded one
+    (:mod:`eqgat.train.baseline`), and how many runs did not beat it on validation (None:
+    no run recorded the comparison)."""
+    values = [r["trivial"]["test"][metric] for r in group
+              if isinstance(r.get("trivial"), dict) and metric in r["trivial"].get("test", {})]
+    known = [r["learned"] for r in group if isinstance(r.get("learned"), bool)]
+    return {"trivial_mean": float(np.mean(values)) if values else None,
+            "not_learned": sum(not v for v in known) if known else None}
+
+
+def _learned_cells(cells: dict[str, dict[str, Any]], metrics: list[str]) -> list[str]:
+    """The "learned" and "trivial predictor" cells of one model's row."""
+    first = next(iter(cells.values()))
+    n_bad = first.get("not_learned")
+    learned = "–" if n_bad is None else ("yes" if n_bad == 0 else f"**no** ({n_bad} of {first['n_runs']} runs)")
+    trivial = [f"{m} {cells[m]['trivial_mean']:.3f}" for m in metrics
+               if m in cells and cells[m].get("trivial_mean") is not None]
+    return [learned, ", ".join(trivial) or "–"]
 
 
 def _fmt(mean: float | None, std: float | None) -> str:
@@ -91,7 +114,8 @@ def _fmt(mean: float | None, std: float | None) -> str:
 def markdown_table(rows: list[dict[str, Any]], notes: dict[str, str] | None = None) -> str:
     """Per task: our models (mean ± std over seeds) beside the paper, then paper-only rows."""
     out = ["# Results", "", "Test-set metrics, mean ± sample standard deviation over seeds (n = runs); "
-           "↑ higher is better, ↓ lower is better.", ""]
+           "↑ higher is better, ↓ lower is better. \"learned\": whether each run's best validation loss beat "
+           "the trivial predictor's (the training mean, or the majority class), whose test value is beside it.", ""]
     by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_task[row["task"]].append(row)
@@ -106,6 +130,8 @@ def markdown_table(rows: list[dict[str, Any]], notes: dict[str, str] | None = No
         paper = any(t == task_name for t, _ in PAPER_RESULTS)  # users' own tasks have no paper columns
         header = ["model", "n"] + [f"{m} (ours)" if paper else m for m in labelled]
         header += [f"{m} (paper)" for m in labelled] + ["parameters", "parameters (paper)"] if paper else ["parameters"]
+        compared = any(r.get("not_learned") is not None for r in task_rows)
+        header += ["learned", "trivial predictor (test)"] if compared else []
         out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         ours = defaultdict(dict)
         for row in task_rows:
@@ -119,6 +145,8 @@ def markdown_table(rows: list[dict[str, Any]], notes: dict[str, str] | None = No
             line.append(f"{first['num_parameters']:,}" if first.get("num_parameters") else "–")
             if paper:
                 line.append(f"{first['paper_num_parameters']:,}" if first.get("paper_num_parameters") else "–")
+            if compared:
+                line += _learned_cells(cells, metrics)
             out.append("| " + " | ".join(line) + " |")
         for (paper_task, model), values in PAPER_RESULTS.items():
             if paper_task != task_name or model in ours:
@@ -126,6 +154,7 @@ def markdown_table(rows: list[dict[str, Any]], notes: dict[str, str] | None = No
             line = [f"{MODEL_LABELS.get(model, model)} (paper only)", "–"] + ["–"] * len(metrics)
             paper_params = paper_param_count(model, task_name)
             line += [_fmt(*values[m]) if m in values else "–" for m in metrics] + ["–", f"{paper_params:,}" if paper_params else "–"]
+            line += ["–", "–"] if compared else []
             out.append("| " + " | ".join(line) + " |")
         out.append("")
     return "\n".join(out)

@@ -153,7 +153,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     data = fingerprint(file_digest(manifest), {k: v for k, v in section.items() if k not in ("model", "train")})
     train(model, spec, task, train_set, val_set, settings, args.out, device, data_fingerprint=data,
           progress=not args.no_progress, code_version=code_version("train", task.name),
-          checkpoint_data=reading_settings(task, section, attrs))
+          checkpoint_data=reading_settings(task, section, attrs),
+          tensorboard_every=args.tensorboard_every if args.tensorboard else 0)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -306,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loader-workers", type=int, default=0)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=False,
                    help="mixed precision (bfloat16 autocast) on CUDA")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=False,
+                   help="TensorBoard event files in <out>/tensorboard (needs the tensorboard package)")
+    p.add_argument("--tensorboard-every", type=int, default=10, help="log the training loss every this many steps")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="run directory")
     p.set_defaults(func=cmd_train)
@@ -349,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging()
     args = build_parser().parse_args(argv)
+    if args.command in ("train", "evaluate", "predict"):
+        from eqgat.allocator import tune
+
+        log.info("allocator: %s", tune())
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError, CheckpointError, KeyError, OSError) as exc:

@@ -21,7 +21,7 @@ _PREPROCESS_CLI = ("preprocess/__main__.py", "preprocess/cli.py")
 _EQGAT_CLI = ("eqgat/__main__.py", "eqgat/cli.py")
 #: what training and evaluation run: the command line (effective section, cutoff check), the
 #: device choice, the model, the loop, the data, and the shard reading
-_RUNS = (*_EQGAT_CLI, "eqgat/device.py", "eqgat/tasks/config.py", "eqgat/nn", "eqgat/models", "eqgat/train",
+_RUNS = (*_EQGAT_CLI, "eqgat/device.py", "eqgat/allocator.py", "eqgat/tasks/config.py", "eqgat/nn", "eqgat/models", "eqgat/train",
          "eqgat/data", "eqgat/tasks/losses.py", "eqgat/metrics.py", "preprocess/shards.py", "preprocess/neighbors.py",
          *_TASK_COMMON)
 
@@ -38,7 +38,7 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "aggregate": (*_EQGAT_CLI, "eqgat/aggregate.py", "eqgat/plots.py", "eqgat/paper.py", "eqgat/metrics.py",
                   *_TASK_COMMON),
     # the workflow adds the declarations whose predict_reader reads the files (PREDICT_TASKS)
-    "predict": (*_EQGAT_CLI, "eqgat/device.py", "eqgat/predict.py", "eqgat/nn", "eqgat/models", "eqgat/train",
+    "predict": (*_EQGAT_CLI, "eqgat/device.py", "eqgat/allocator.py", "eqgat/predict.py", "eqgat/nn", "eqgat/models", "eqgat/train",
                 "eqgat/tasks/losses.py", "preprocess/readers/structures.py", "preprocess/readers/__init__.py",
                 "preprocess/readers/report.py", "preprocess/neighbors.py", "preprocess/elements.py",
                 "preprocess/atomic.py", *_TASK_COMMON),

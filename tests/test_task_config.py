@@ -61,12 +61,15 @@ def test_declared_protocols():
     p = {name: t.protocol["train"] for name, t in TASKS.items()}
     assert {n: (v["epochs"], v["batch_size"], v["lr"]) for n, v in p.items()} == {
         "triangle": (50, 64, 1e-4), "lba": (20, 16, 1e-4), "psr": (30, 16, 1e-4), "rsr": (30, 16, 1e-4),
-        "res": (40, 32, 1e-4), "ppi": (10, 10, 1e-4), "structures": (30, 16, 1e-4)}
+        "res": (40, 32, 1e-4), "ppi": (10, 10, 1e-4), "structures": (20, 8, 1e-3)}
     assert {n: v.get("selection", "loss") for n, v in p.items()} == {
         "triangle": "loss", "lba": "loss", "psr": "loss", "rsr": "mse", "res": "loss", "ppi": "roc_auc",
         "structures": "loss"}
+    paper = {n: v for n, v in p.items() if n != "structures"}  # users' structures: made for small folders
     assert all(v["schedule"] == "plateau" and v["lr_factor"] == 0.75 and v["lr_patience"] == 10 and
-               v["lr_min"] == 1e-7 and v["clip_norm"] == 10.0 for v in p.values())
+               v["lr_min"] == 1e-7 and v["clip_norm"] == 10.0 and not v["standardize_targets"] for v in paper.values())
+    assert {k: p["structures"][k] for k in ("schedule", "warmup_epochs", "decay_epochs", "standardize_targets")} == {
+        "schedule": "cosine", "warmup_epochs": 1, "decay_epochs": 5, "standardize_targets": True}
     assert TASKS["ppi"].protocol["pairs"]["max_positives"] == 10
     assert TASKS["triangle"].protocol["data"]["num_clouds"] == 50_000
     assert {n: t.build_options for n, t in TASKS.items() if n in ("ppi", "triangle", "lba")} == {

@@ -186,6 +186,11 @@ class PairDataset(Dataset):
                 self._cache.popitem(last=False)
         return got
 
+    def labels(self) -> np.ndarray:
+        """The labels of every pair of an epoch (1 listed, 0 not; the counts are the same every epoch)."""
+        counts = [num_drawn(p, a, b, self.sampling) for _, _, p, a, b in self._complexes]
+        return np.concatenate([np.r_[np.ones(k, np.int64), np.zeros(m, np.int64)] for k, m in counts] or [np.zeros(0, np.int64)])
+
     def locate(self, idx: int) -> tuple[int, int]:
         """(complex, pair within it) of item `idx`."""
         if not 0 <= idx < len(self):

@@ -37,6 +37,9 @@ _TRAIN_KEYS = {
     "lr_patience": {"type": "integer", "minimum": 0, "description": "ReduceLROnPlateau patience (epochs)"},
     "lr_min": {"type": "number", "minimum": 0},
     "clip_norm": {"type": "number", "exclusiveMinimum": 0, "description": "gradient-norm clip"},
+    "standardize_targets": {"type": "boolean",
+                            "description": "regression: train on (label - mean) / std of the training split (stored in the "
+                                           "checkpoint); metrics and predictions stay in the label's units"},
 }
 
 

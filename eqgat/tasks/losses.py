@@ -1,6 +1,7 @@
 """Training losses by name (a task declares which ones a config may choose).
 
-No target normalisation, as in the paper. Every loss takes the model output ``pred`` and the
+No target normalisation here, as in the paper (the ``structures`` task standardises its targets
+in the training loop: :mod:`eqgat.train.targets`). Every loss takes the model output ``pred`` and the
 batch labels ``y`` and returns a scalar tensor.
 """
 from __future__ import annotations

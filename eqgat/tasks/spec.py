@@ -191,10 +191,10 @@ class TaskSpec:
 
 
 def train_protocol(epochs: int, batch_size: int, lr: float = 1e-4, **other: Any) -> dict[str, Any]:
-    """The authors' training settings (Adam, ReduceLROnPlateau(0.75, 10, min 1e-7), clip 10)
-    with a task's epochs and batch size."""
+    """The authors' training settings (Adam, ReduceLROnPlateau(0.75, 10, min 1e-7), clip 10,
+    unscaled targets) with a task's epochs and batch size."""
     return {"epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": "plateau", "warmup_epochs": 0, "decay_epochs": None,
-            "lr_factor": 0.75, "lr_patience": 10, "lr_min": 1e-7, "clip_norm": 10.0, **other}
+            "lr_factor": 0.75, "lr_patience": 10, "lr_min": 1e-7, "clip_norm": 10.0, "standardize_targets": False, **other}
 
 
 def atom3d_protocol(epochs: int, batch_size: int, **train: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -18,10 +18,13 @@ from torch.utils.data import Dataset
 from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
+from eqgat.allocator import release as release_memory
+from eqgat.allocator import worker_init
 from eqgat.device import autocast, mixed_precision_available
 from eqgat.tasks.losses import get_loss
 from eqgat.train.checkpoint import CheckpointError, fingerprint, load_checkpoint, move_aside, save_checkpoint
 from eqgat.train.schedule import LearningRate
+from eqgat.train.targets import LabelUnits, TargetScaling
 from preprocess.atomic import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ class TrainSettings:
     seed: int = 0
     num_workers: int = 0
     amp: bool = False  # bfloat16 autocast of the forward pass on CUDA
+    standardize_targets: bool = False  # regression: learn (y - mean) / std of the training split
 
     @classmethod
     def from_section(cls, train: Mapping[str, Any], **run: Any) -> TrainSettings:
@@ -101,6 +105,7 @@ def make_loader(dataset: Dataset, batch_size: int, order: Sequence[int] | None, 
         sampler=order if order is not None else range(len(dataset)),
         num_workers=num_workers,
         persistent_workers=False,
+        worker_init_fn=worker_init if num_workers > 0 else None,
     )
 
 
@@ -125,8 +130,10 @@ class Predictions:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, loss_fn=None,
-            columns: Sequence[str] = ()) -> Predictions:
-    """Run `model` over a loader: outputs, labels, ids, `columns` and the mean loss."""
+            columns: Sequence[str] = (), scaling: TargetScaling | None = None) -> Predictions:
+    """Run `model` over a loader: outputs, labels, ids, `columns` and the mean loss. With
+    `scaling`, `model` gives outputs in the label's units and the loss is that of the
+    standardised targets (the one training minimises)."""
     model.eval()
     preds, ys, ids = [], [], []
     cols: dict[str, list] = {name: [] for name in columns}
@@ -136,7 +143,7 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, lo
         out = model(batch)
         n = int(batch.num_graphs)
         if loss_fn is not None:
-            total += float(loss_fn(out.float(), batch.y)) * n
+            total += float(_loss(loss_fn, out.float(), batch.y, scaling)) * n
             count += n
         preds.append(out.double().cpu().numpy())
         ys.append(batch.y.cpu().numpy())
@@ -148,14 +155,33 @@ def predict(model: torch.nn.Module, loader: DataLoader, device: torch.device, lo
     return Predictions(np.concatenate(preds), np.concatenate(ys), ids, cols, total / count if count else float("nan"))
 
 
+def _loss(loss_fn, out: torch.Tensor, y: torch.Tensor, scaling: TargetScaling | None) -> torch.Tensor:
+    """The loss of outputs in the label's units (standardised first when the targets are scaled)."""
+    return loss_fn(out, y) if scaling is None else loss_fn(scaling.standardize(out), scaling.standardize(y))
+
+
+def target_scaling(task, settings: TrainSettings, train_set: Dataset) -> TargetScaling | None:
+    """The training split's label mean and std, when the settings scale a regression task's targets."""
+    if not settings.standardize_targets or task.label.kind != "regression":
+        return None
+    from eqgat.train.baseline import dataset_labels
+
+    labels = dataset_labels(train_set)
+    if labels is None:
+        labels = np.stack([np.asarray(train_set[i].y, np.float64).reshape(-1) for i in range(len(train_set))])
+    return TargetScaling.fit(labels)
+
+
 def metric_columns(task) -> tuple[str, ...]:
     """The scalar per-graph fields a task's metrics may read."""
     return tuple(f.name for f in task.fields if f.kind in ("int", "str")) if task.dataset is None else ()
 
 
 def train_one_epoch(model, loader, loss_fn, optimizer, schedule: LearningRate, clip_norm: float, device,
-                    progress: bool, amp: bool = False) -> tuple[float, int]:
-    """One pass over the training loader; returns the mean loss over graphs and the steps made."""
+                    progress: bool, amp: bool = False, scaling: TargetScaling | None = None,
+                    on_step: Callable[[float, float], None] | None = None) -> tuple[float, int]:
+    """One pass over the training loader; returns the mean loss over graphs and the steps made.
+    `on_step(loss, lr)` is called after every optimiser step."""
     model.train()
     total, count, steps = 0.0, 0, 0
     for batch in tqdm(loader, desc="  batches", leave=False, disable=not progress, mininterval=2.0):
@@ -164,7 +190,7 @@ def train_one_epoch(model, loader, loss_fn, optimizer, schedule: LearningRate, c
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp):
             pred = model(batch)
-        loss = loss_fn(pred.float(), batch.y)
+        loss = loss_fn(pred.float(), batch.y if scaling is None else scaling.standardize(batch.y))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss {float(loss)}; batch ids {list(batch.id)[:5]}...")
         loss.backward()
@@ -172,8 +198,11 @@ def train_one_epoch(model, loader, loss_fn, optimizer, schedule: LearningRate, c
         optimizer.step()
         steps += 1
         n = int(batch.num_graphs)
-        total += float(loss.detach()) * n
+        value = float(loss.detach())
+        total += value * n
         count += n
+        if on_step is not None:
+            on_step(value, optimizer.param_groups[0]["lr"])
     return total / max(count, 1), steps
 
 
@@ -207,6 +236,23 @@ def _resume(paths: RunPaths, run_id: str, device) -> dict[str, Any] | None:
     return saved
 
 
+def _trivial(task, train_set: Dataset, val_set: Dataset, loss_fn, scaling: TargetScaling | None,
+             rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trivial predictor beside the run's best validation loss; warns when the run has not learned."""
+    from eqgat.train.baseline import dataset_labels, learned, not_learned_message, trivial_record
+
+    record = trivial_record(task.label.kind, dataset_labels(train_set), dataset_labels(val_set), task.out_dim,
+                            loss_fn, scaling)
+    if record is None:
+        return None
+    losses = [float(r["val_loss"]) for r in rows if math.isfinite(float(r["val_loss"]))]
+    record["best_val_loss"] = min(losses) if losses else float("nan")
+    record["learned"] = learned(record["best_val_loss"], record["val_loss"])
+    if record["learned"] is False:
+        log.warning("%s", not_learned_message(record))
+    return record
+
+
 def train(
     model: torch.nn.Module,
     model_spec: dict[str, Any],
@@ -220,6 +266,7 @@ def train(
     progress: bool = True,
     code_version: str = "",
     checkpoint_data: dict[str, Any] | None = None,
+    tensorboard_every: int = 0,
 ) -> dict[str, Any]:
     """Train `model` (already built with the run's seed) for a task
     (:class:`~eqgat.tasks.spec.TaskSpec`), keeping the weights of the epoch with the best
@@ -228,7 +275,9 @@ def train(
     settings, model, task, data (`data_fingerprint`) and training code (`code_version`).
     A train set with a ``set_epoch`` method (PPI pairs) is told each epoch. `checkpoint_data`
     (how the structures were read: task, cutoff, classes, ...) goes into ``best.pt`` under
-    ``data``, so that the model can score new files. Returns the summary."""
+    ``data``, so that the model can score new files. With `tensorboard_every` > 0, TensorBoard
+    event files go to ``<run_dir>/tensorboard`` (:mod:`eqgat.train.tensorboard`). Returns the
+    summary."""
     if settings.loss not in task.loss_names:
         raise ValueError(f"task {task.name} has no loss {settings.loss!r}; it declares {list(task.loss_names)}")
     if settings.selection not in task.selection_choices:
@@ -249,6 +298,11 @@ def train(
     # best.pt (a declared output) of an interrupted run before it is resumed
     state = {"epoch": 0, "best_value": None, "best_epoch": -1, "best_model": None, "log": []}
     saved = _resume(paths, run_id, device)
+    scaling = (TargetScaling.from_state(saved.get("target_scaling")) if saved is not None
+               else target_scaling(task, settings, train_set))
+    if scaling is not None:
+        log.info("regression targets standardised: training mean %s, std %s", scaling.mean, scaling.std)
+    eval_model = model if scaling is None else LabelUnits(model, scaling)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -258,6 +312,12 @@ def train(
         log.info("resuming %s after epoch %d (best val %s %s at epoch %d)", paths.run_dir, state["epoch"],
                  settings.selection, state["best_value"], state["best_epoch"])
 
+    events = None
+    if tensorboard_every > 0:
+        from eqgat.train.tensorboard import EventLog
+
+        events = EventLog(paths.run_dir / "tensorboard", tensorboard_every)
+    on_step = None if events is None else (lambda loss, lr: events.step(schedule.steps, loss, lr))
     use_amp = mixed_precision_available(device, settings.amp)
     val_loader = make_loader(val_set, settings.batch_size, None, settings.num_workers)
     bar = tqdm(total=settings.epochs, initial=state["epoch"], desc=f"{task.name} {model_spec.get('name')} seed {settings.seed}",
@@ -270,13 +330,16 @@ def train(
         train_loader = make_loader(train_set, settings.batch_size, order, settings.num_workers)
         lr = optimizer.param_groups[0]["lr"]
         train_loss, steps = train_one_epoch(model, train_loader, loss_fn, optimizer, schedule, settings.clip_norm,
-                                            device, progress, use_amp)
+                                            device, progress, use_amp, scaling, on_step)
         if steps == 0:
             raise RuntimeError(f"task {task.name}: epoch {epoch} made no optimiser step ({len(train_set)} training graphs)")
         lr = optimizer.param_groups[0]["lr"] if settings.schedule == "cosine" else lr
-        val = predict(model, val_loader, device, loss_fn, columns)
+        val = predict(eval_model, val_loader, device, loss_fn, columns, scaling)
         value = val.loss if settings.selection == "loss" else float(task.evaluate(val.pred, val.y, val.columns)[settings.selection])
         schedule.end_epoch(value)
+        if events is not None:
+            metrics = {k: v for k, v in task.evaluate(val.pred, val.y, val.columns).items() if isinstance(v, (int, float))}
+            events.epoch(epoch, train_loss, {"loss": val.loss, **metrics})
         if _improved(value, state["best_value"], higher):
             state["best_value"], state["best_epoch"] = value, epoch
             state["best_model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -287,27 +350,36 @@ def train(
         save_checkpoint(paths.last, {
             **state, "run_id": run_id, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state(),
+            "target_scaling": scaling.state() if scaling is not None else None,
         })
         write_log_csv(paths.log_csv, state["log"])
+        release_memory()  # the epoch's free heap memory back to the kernel (tuned glibc only)
         bar.update(1)
         bar.set_postfix(train=f"{train_loss:.4g}", val=f"{val.loss:.4g}", lr=f"{lr:.2g}")
         selected = "" if settings.selection == "loss" else f" val {settings.selection} {value:.6g}"
         log.info("epoch %d/%d train %.6g val loss %.6g%s lr %.3g (%.1f s)", epoch, settings.epochs, train_loss,
                  val.loss, selected, lr, time.perf_counter() - start)
     bar.close()
+    if events is not None:
+        events.close()
     if state["best_model"] is None:
         raise RuntimeError(f"no finite validation {settings.selection} in {settings.epochs} epochs; "
                            f"no best checkpoint in {paths.run_dir}")
+    trivial = _trivial(task, train_set, val_set, loss_fn, scaling, state["log"])
     save_checkpoint(paths.best, {"model": state["best_model"], "model_spec": model_spec, "task": task.name,
                                  "loss": settings.loss, "epoch": state["best_epoch"], "selection": settings.selection,
                                  "val_selection": state["best_value"], "run_id": run_id,
-                                 "data": dict(checkpoint_data or {})})
+                                 "data": dict(checkpoint_data or {}),
+                                 "target_scaling": scaling.state() if scaling is not None else None,
+                                 "trivial": trivial})
     write_log_csv(paths.log_csv, state["log"])
     summary = {
         "run_id": run_id, "epochs": settings.epochs, "best_epoch": state["best_epoch"], "selection": settings.selection,
         "best_val_selection": state["best_value"], "settings": asdict(settings), "model_spec": model_spec,
         "task": task.name, "code_version": code_version,
         "num_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "target_scaling": scaling.state() if scaling is not None else None,
+        "trivial": trivial, "learned": None if trivial is None else trivial["learned"],
     }
     write_json_atomic(paths.summary, summary)
     return summary

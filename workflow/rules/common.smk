@@ -22,6 +22,10 @@ min_version("9.0")
 # The schema (workflow/schemas/config.schema.yaml + the task declarations) checks every key;
 # each task's section becomes its paper protocol with the config's keys laid over it.
 validate_config(config)
+if config["tensorboard"]:
+    from eqgat.train.tensorboard import summary_writer
+
+    summary_writer()  # a missing tensorboard package is an error now, not in every training job
 
 ROOT = Path(workflow.basedir)
 # one software environment for every rule (used with `--sdm conda`)

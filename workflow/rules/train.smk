@@ -19,11 +19,12 @@ rule train:
         section=lambda wc: train_section(wc.task, wc.model),
         device=config["device"],
         amp="--amp" if config["mixed_precision"] else "--no-amp",
+        tensorboard="--tensorboard" if config["tensorboard"] else "--no-tensorboard",
         run_dir=lambda wc: run_dir(wc.task, wc.model, wc.seed),
         code=lambda wc: code_version("train", wc.task),
     shell:
         "python -m eqgat train --task {wildcards.task:q} --model {wildcards.model:q} --seed {wildcards.seed:q}"
-        " --data {input.graphs:q} --out {params.run_dir:q} --device {params.device:q} {params.amp}"
+        " --data {input.graphs:q} --out {params.run_dir:q} --device {params.device:q} {params.amp} {params.tensorboard}"
         " --threads {threads} --section {params.section:q} > {log:q} 2>&1"
 
 

@@ -1,0 +1,87 @@
+"""Keep freed tensor memory in the process on Linux with glibc.
+
+By default glibc serves every allocation above its mmap threshold (128 KiB, rising to at most
+32 MiB) with a fresh ``mmap`` and returns it to the kernel on ``free``, and trims the heap top
+above 128 KiB. A training step allocates and frees the same large tensors every step, so the
+kernel zeroes and page-faults them in again each time: on a 2-core machine half of the CPU
+time of a PSR-sized step is system time (docs/performance.md). :func:`tune` turns both off
+from inside the process (``mallopt``: ``M_MMAP_MAX`` 0, so no allocation is ``mmap``-ed,
+and ``M_TRIM_THRESHOLD`` 2 GiB, the most ``mallopt`` takes, so the heap is not trimmed), which
+is what the environment variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` do
+when set before the process starts; ``mallopt`` cannot raise the mmap threshold above 32 MiB,
+hence ``M_MMAP_MAX``. Freed memory is reused by the next step; glibc may split a freed
+large block for a small allocation, so the resident size can creep, and :func:`release` gives
+the free memory back after every training epoch.
+
+Set at the start of ``python -m eqgat train / evaluate / predict``; data loader workers are
+forked from the configured process and inherit it (they call :func:`tune` too, for other start
+methods). Elsewhere (macOS, musl, Windows) nothing is changed. ``EQGAT_MALLOC=default``
+leaves glibc's defaults in place (for measurements).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import platform
+import sys
+
+__all__ = ["M_MMAP_MAX", "M_TRIM_THRESHOLD", "TRIM_THRESHOLD", "release", "tune"]
+
+log = logging.getLogger(__name__)
+
+#: glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+#: keep up to this much free memory at the heap's top (mallopt takes an int)
+TRIM_THRESHOLD = 2**31 - 1
+#: the environment variable that turns the tuning off
+ENV = "EQGAT_MALLOC"
+
+_done: str | None = None
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+def tune() -> str:
+    """Configure glibc's allocator once per process; returns what was done (for the log)."""
+    global _done
+    if _done is not None and _done.endswith(f"pid {os.getpid()}"):
+        return _done
+    libc = _glibc()
+    if os.environ.get(ENV, "").lower() == "default":
+        what = f"{ENV}=default: glibc's defaults kept"
+    elif libc is None:
+        what = "not glibc: allocator unchanged"
+    else:
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        ok = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        what = "glibc: mmap off, trim threshold 2 GiB" if ok else "glibc refused mallopt: allocator unchanged"
+    _done = f"{what}; pid {os.getpid()}"
+    log.debug("allocator: %s", _done)
+    return _done
+
+
+def release() -> bool:
+    """Give the free memory inside the heap back to the kernel (``malloc_trim(0)``), once per
+    epoch: with the tuning, a large freed block can be split for a small allocation and the
+    next large tensor then needs fresh memory, so the resident size can creep within an epoch;
+    this bounds it across epochs. Returns whether memory was released (glibc, tuned)."""
+    if _done is None or not _done.startswith("glibc: mmap off"):
+        return False
+    libc = _glibc()
+    return libc is not None and bool(libc.malloc_trim(0))
+
+
+def worker_init(worker_id: int) -> None:
+    """``DataLoader(worker_init_fn=...)``: the same settings in a loader worker."""
+    tune()
