@@ -26,8 +26,10 @@ def run_module(module: str, *args: str, cwd: Path | None = None) -> subprocess.C
     handler = logging.StreamHandler(err)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
-    level, threads = root.level, _torch_threads()
-    root.addHandler(handler)
+    level, handlers, threads = root.level, root.handlers[:], _torch_threads()
+    # the command's log goes to its own stderr only: other handlers (pytest's, or one that an
+    # earlier in-process `basicConfig(force=True)` left on a since-closed stream) are set aside
+    root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     try:
         with _working_dir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -39,7 +41,7 @@ def run_module(module: str, *args: str, cwd: Path | None = None) -> subprocess.C
                 traceback.print_exc()
                 code = 1
     finally:
-        root.removeHandler(handler)
+        root.handlers[:] = handlers
         root.setLevel(level)
         _restore_torch_threads(threads)
     return subprocess.CompletedProcess([sys.executable, "-m", module, *args], int(code or 0), out.getvalue(), err.getvalue())
