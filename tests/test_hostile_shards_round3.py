@@ -398,7 +398,7 @@ def test_the_report_warns_about_seeds_not_in_the_table(tmp_path):
 
     rows = [{"task": "triangle", "model": "eqgat", "metric": "mse", "direction": "lower", "n_runs": 2, "seeds": "0 1",
              "mean": 0.1, "std": 0.01, "paper_mean": None, "paper_std": None, "num_parameters": 1,
-             "paper_num_parameters": None}]
+             "paper_num_parameters": None, "trivial_mean": None, "not_learned": 0}]
     table = tmp_path / "results.csv"
     write_csv(table, rows)
     missing = unreported_runs(table, ["triangle"], ["eqgat"], [0, 1, 2])

@@ -187,10 +187,10 @@ def test_every_module_a_stage_runs_is_in_its_code_version(tmp_path):
     runs = {
         ("generate", None): ("preprocess", "generate-triangle", "--num-clouds", "20", "--seed", "0",
                              "--out", str(tmp_path / "clouds.h5")),
-        ("graphs", "triangle"): ("preprocess", "build-graphs", "--task", "triangle", "--source",
+        ("graphs", "triangle"): ("eqgat.tasks", "build-graphs", "--task", "triangle", "--source",
                                  str(tmp_path / "clouds.h5"), "--out", str(tmp_path / "tri"), "--cutoff", "5",
                                  "--shard-size", "8", "--no-progress"),
-        ("graphs", "structures"): ("preprocess", "build-graphs", "--task", "structures", "--source",
+        ("graphs", "structures"): ("eqgat.tasks", "build-graphs", "--task", "structures", "--source",
                                    str(tmp_path / "data"), "--options", section, "--out", str(graphs),
                                    "--cutoff", "4.5", "--shard-size", "8", "--no-progress"),
         ("train", "structures"): ("eqgat", "train", *common, "--out", str(run), "--epochs", "1", "--batch-size", "4",
@@ -208,6 +208,8 @@ def test_every_module_a_stage_runs_is_in_its_code_version(tmp_path):
     for (stage, task), (module, *args) in runs.items():
         used = traced_run(tmp_path, stage, module, *args)
         assert ("eqgat/cli.py" if module == "eqgat" else "preprocess/cli.py") in used  # really this checkout's code
+        if module == "eqgat.tasks":
+            assert "eqgat/tasks/__main__.py" in used
         gaps = uncovered(used, stage, task)
         if gaps:
             missing[stage] = sorted(gaps)
