@@ -244,7 +244,7 @@ def cap(text: str) -> int:
 
 
 def _predict_parser(sub) -> None:
-    from eqgat.predict import predictable_tasks
+    from eqgat.tasks import predictable_tasks
     from preprocess.neighbors import DEFAULT_MAX_DEGREE
     from preprocess.readers.structures import DEFAULT_MAX_ATOMS, DEFAULT_MAX_FILE_BYTES
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from eqgat.tasks import predictable_tasks
 from eqgat.train.checkpoint import CheckpointError
 from preprocess.atomic import atomic_path, terminate_unwinds
 from preprocess.elements import ELEMENTS
@@ -46,13 +47,6 @@ LIMITS = ("max_file_bytes", "max_atoms", "max_degree")
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 #: the reason of a file whose name is not UTF-8 (it cannot be written to the CSV as it is)
 NON_UTF8_NAME = "non_utf8_name"
-
-
-def predictable_tasks() -> list[str]:
-    """The tasks whose declarations say how ``predict`` reads a file for their models."""
-    from eqgat.tasks import TASKS
-
-    return [name for name, spec in TASKS.items() if spec.predict_reader is not None]
 
 
 def _limit(value: Any, name: str, path: str | Path | None) -> int | None:

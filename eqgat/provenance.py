@@ -51,6 +51,7 @@ UNVERSIONED: dict[str, str] = {
     "eqgat/provenance.py": "computes the code versions themselves",
     "eqgat/tasks/__init__.py": "the registry: which module declares each task (each stage covers its own "
                                "task's declaration, so adding a task reruns no other)",
+    "eqgat/gpu_check.py": "`python -m eqgat` builds its argument parser from it; only `gpu-check` runs it",
     "preprocess/atomic.py": "writes outputs atomically (temporary file, fsync, rename); the bytes come from "
                             "versioned code",
 }

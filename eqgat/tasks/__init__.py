@@ -14,7 +14,7 @@ from types import ModuleType
 from . import lba, ppi, psr, res, rsr, structures, triangle
 from .spec import TaskSpec
 
-__all__ = ["TASKS", "archives", "get_task", "preprocess_main", "task_module_file"]
+__all__ = ["TASKS", "archives", "get_task", "predictable_tasks", "preprocess_main", "task_module_file"]
 
 _MODULES: tuple[ModuleType, ...] = (triangle, lba, psr, rsr, res, ppi, structures)
 
@@ -42,6 +42,11 @@ def archives() -> dict[str, tuple]:
     for task in TASKS.values():
         out.update(task.source.datasets)
     return out
+
+
+def predictable_tasks() -> list[str]:
+    """The tasks whose declarations say how ``predict`` reads a file for their models."""
+    return [name for name, spec in TASKS.items() if spec.predict_reader is not None]
 
 
 def preprocess_main(argv: list[str] | None = None) -> int:

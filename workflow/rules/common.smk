@@ -11,7 +11,7 @@ from snakemake.utils import min_version
 from eqgat.aggregate import unreported_runs
 from eqgat.models import MODELS
 from eqgat.provenance import code_version as stage_code_version
-from eqgat.tasks import TASKS, archives
+from eqgat.tasks import TASKS, archives, predictable_tasks
 from eqgat.tasks.config import validate_config
 from preprocess.download import archives_json, download_minutes
 from preprocess.shards import damaged_shards
@@ -110,7 +110,7 @@ def predict_listing():
 
 
 # the tasks whose declarations say how predict reads a file (their declarations are predict's code)
-PREDICT_TASKS = [name for name, spec in TASKS.items() if spec.predict_reader is not None]
+PREDICT_TASKS = predictable_tasks()
 
 
 def predict_limits():
