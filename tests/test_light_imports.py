@@ -86,3 +86,15 @@ def test_a_reader_reference_loads_its_module_when_called():
     assert ref.file() == ranking.__file__
     assert pickle.loads(pickle.dumps(ref)) == ref
     assert json.dumps([ref.module, ref.name]) == '["preprocess.readers.ranking", "psr_samples"]'
+
+
+def test_a_real_dry_run_of_the_paper_config_loads_no_torch():
+    """`snakemake -n` itself, every rule file and every parameter function evaluated for the
+    paper's 242 jobs: no torch, torch_geometric or gemmi (Snakemake's own SLURM plugin loads
+    pandas). Before: the predict rule's file listing imported eqgat.predict, and torch with it."""
+    code = ("from snakemake.cli import main\n"
+            "try:\n"
+            "    main(['-n', 'all', '--configfile', 'config/paper.yaml', '--quiet', 'all'])\n"
+            "except SystemExit as exc:\n"
+            "    assert not exc.code, exc.code\n")
+    assert not loaded_after(code) & {"torch", "torch_geometric", "gemmi"}

@@ -96,6 +96,8 @@ def predict_listing():
     """A digest of the structure files predict reads (names, sizes, modification times)."""
     import hashlib
 
+    if not config.get("predict"):  # no predict rule to run: parse without importing torch
+        return ""
     from eqgat.predict import expand
 
     digest = hashlib.sha256()
