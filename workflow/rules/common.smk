@@ -96,7 +96,7 @@ def predict_listing():
     """A digest of the structure files predict reads (names, sizes, modification times)."""
     import hashlib
 
-    if not config.get("predict"):  # no predict rule to run: parse without importing torch
+    if not config.get("predict"):  # nothing to predict (and no torch imported while parsing)
         return ""
     from eqgat.predict import expand
 
