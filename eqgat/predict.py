@@ -36,6 +36,7 @@ from eqgat.tasks import predictable_tasks
 from eqgat.train.checkpoint import CheckpointError
 from preprocess.atomic import atomic_path, terminate_unwinds
 from preprocess.elements import ELEMENTS
+from preprocess.readers.structures import expand  # re-exported: the files predict scores
 
 log = logging.getLogger(__name__)
 
@@ -320,13 +321,3 @@ def predict_files(checkpoint: str | Path, files: Sequence[str | Path], out_csv: 
              f" ({detail})" if detail else "", out_csv)
     return counts
 
-
-def expand(paths: Sequence[str | Path]) -> list[str]:
-    """Files as given; folders become their structure files (sorted, recursively)."""
-    from preprocess.readers.structures import structure_files
-
-    out: list[str] = []
-    for p in paths:
-        p = Path(p)
-        out += [str(p / name) for name in structure_files(p)] if p.is_dir() else [str(p)]
-    return out

@@ -38,7 +38,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -508,21 +508,35 @@ def structure_files(root: Path) -> list[str]:
     return found
 
 
-def folder_digest(root: Path) -> str:
-    """A digest of the structure files under ``root`` (names, sizes, modification times), for the
-    workflow's rerun check. A name that is not UTF-8 counts by its bytes, and a dangling symlink
-    (or any file that cannot be stat'ed) as "missing": neither may break parsing the workflow."""
+def expand(paths: Sequence[str | Path]) -> list[str]:
+    """Files as given; folders become their structure files (sorted, recursively)."""
+    out: list[str] = []
+    for p in paths:
+        p = Path(p)
+        out += [str(p / name) for name in structure_files(p)] if p.is_dir() else [str(p)]
+    return out
+
+
+def listing_digest(files: Iterable[tuple[str, Path]]) -> str:
+    """A digest of ``(name, path)`` pairs by name, size and modification time, for the workflow's
+    rerun checks. A name that is not UTF-8 counts by its bytes, and a dangling symlink (or any
+    file that cannot be stat'ed) as "missing": neither may break parsing the workflow."""
     import hashlib
 
     digest = hashlib.sha256()
-    for name in structure_files(root) if root.is_dir() else []:
+    for name, path in files:
         try:
-            info = (root / name).stat()
+            info = path.stat()
             line = f"{name}\0{info.st_size}\0{info.st_mtime_ns}\n"
         except OSError:
             line = f"{name}\0missing\n"
         digest.update(line.encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]
+
+
+def folder_digest(root: Path) -> str:
+    """:func:`listing_digest` of the structure files under ``root``."""
+    return listing_digest((name, root / name) for name in (structure_files(root) if root.is_dir() else []))
 
 
 # ---------------------------------------------------------------------------------------

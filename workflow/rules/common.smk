@@ -2,7 +2,6 @@
 # Every task-specific fact comes from the task declarations in eqgat/tasks/.
 import functools
 import json
-import os
 from pathlib import Path
 
 from snakemake.logging import logger
@@ -94,21 +93,9 @@ def predict_inputs():
 
 def predict_listing():
     """A digest of the structure files predict reads (names, sizes, modification times)."""
-    import hashlib
+    from preprocess.readers.structures import expand, listing_digest
 
-    if not config.get("predict"):  # nothing to predict (and no torch imported while parsing)
-        return ""
-    from eqgat.predict import expand
-
-    digest = hashlib.sha256()
-    for name in expand(predict_inputs()):
-        try:
-            stat = os.stat(name)
-            seen = f"{stat.st_size}\0{stat.st_mtime_ns}"
-        except OSError as exc:  # a dangling link: predict reports it
-            seen = type(exc).__name__
-        digest.update(f"{name}\0{seen}\n".encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()[:16]
+    return listing_digest((name, Path(name)) for name in expand(predict_inputs()))
 
 
 # the tasks whose declarations say how predict reads a file (their declarations are predict's code)
