@@ -121,15 +121,23 @@ def reading_settings(task, section: dict[str, Any], attrs: dict[str, Any]) -> di
             "reader": {k: section[k] for k in task.reader_options if k in section}, "elements": list(ELEMENTS)}
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int:
+    import time
+
     from eqgat.device import select_device
     from eqgat.models import build_model, task_model_hparams
     from eqgat.provenance import code_version
     from eqgat.tasks import get_task
     from eqgat.train.checkpoint import fingerprint
     from eqgat.train.classes import check_trainable
+    from eqgat.train.distributed import World
     from eqgat.train.loop import TrainSettings, seed_everything, train
+    from eqgat.train.stopping import EXIT_RESUMABLE, StopPolicy, Stopped, job_deadline
 
+    started = time.time()
+    world = World.from_env()
+    if not world.is_main:  # one rank speaks for the run
+        logging.getLogger().setLevel(logging.WARNING)
     set_threads(args.threads)
     base = get_task(args.task)
     section = effective_section(base, args.section, args)
@@ -144,17 +152,32 @@ def cmd_train(args: argparse.Namespace) -> None:
     if task.label.kind == "classification":
         counts = check_trainable(task.label.names, train_set.labels(), str(manifest.parent))
         log.info("training graphs per class: %s", dict(counts))
-    device = select_device(args.device)
+    device = world.device(select_device(args.device))
+    world.start(device)
+    stop = StopPolicy(deadline=job_deadline(started, args.runtime_minutes, settings.time_limit_minutes),
+                      checkpoint_minutes=settings.checkpoint_minutes, margin_seconds=args.stop_margin,
+                      stop_after_steps=args.stop_after_steps)
+    stop.install_signal_handlers()
+    if stop.deadline is not None:
+        log.info("deadline: %s (in %.0f s)", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stop.deadline)), stop.left())
     seed_everything(args.seed)
     model = build_model(spec["name"], **spec["hparams"])
-    log.info("task %s model %s (%d parameters) on %s; %d training and %d validation graphs", task.name, spec["name"],
-             sum(p.numel() for p in model.parameters()), device, len(train_set), len(val_set))
+    log.info("task %s model %s (%d parameters) on %s, rank %d of %d; %d training and %d validation graphs", task.name,
+             spec["name"], sum(p.numel() for p in model.parameters()), device, world.rank, world.size, len(train_set),
+             len(val_set))
     # the data a run sees: the graphs and the task's own data settings (e.g. PPI pair sampling)
     data = fingerprint(file_digest(manifest), {k: v for k, v in section.items() if k not in ("model", "train")})
-    train(model, spec, task, train_set, val_set, settings, args.out, device, data_fingerprint=data,
-          progress=not args.no_progress, code_version=code_version("train", task.name),
-          checkpoint_data=reading_settings(task, section, attrs),
-          tensorboard_every=args.tensorboard_every if args.tensorboard else 0)
+    try:
+        train(model, spec, task, train_set, val_set, settings, args.out, device, data_fingerprint=data,
+              progress=not args.no_progress, code_version=code_version("train", task.name),
+              checkpoint_data=reading_settings(task, section, attrs),
+              tensorboard_every=args.tensorboard_every if args.tensorboard else 0, world=world, stop=stop)
+    except Stopped as exc:
+        log.warning("%s (exit status %d)", exc, EXIT_RESUMABLE)
+        return EXIT_RESUMABLE
+    finally:
+        world.stop()
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -310,6 +333,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=False,
                    help="TensorBoard event files in <out>/tensorboard (needs the tensorboard package)")
     p.add_argument("--tensorboard-every", type=int, default=10, help="log the training loss every this many steps")
+    p.add_argument("--runtime-minutes", type=float, default=None,
+                   help="the job's time limit (the rule's runtime resource): training stops resumably before it")
+    p.add_argument("--stop-margin", type=float, default=None,
+                   help="seconds kept free before the deadline, beyond the slowest step and a state write "
+                        "(default: 30, or 5%% of the time given when that is less)")
+    p.add_argument("--stop-after-steps", type=positive_int, default=None,
+                   help="testing resumption: stop as at a deadline after this many optimiser steps")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="run directory")
     p.set_defaults(func=cmd_train)
@@ -358,8 +388,8 @@ def main(argv: list[str] | None = None) -> int:
 
         log.info("allocator: %s", tune())
     try:
-        args.func(args)
+        status = args.func(args)
     except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError, CheckpointError, KeyError, OSError) as exc:
         log.error("%s", exc)
         return 1
-    return 0
+    return status or 0

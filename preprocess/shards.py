@@ -560,6 +560,17 @@ class ShardReader:
         self._ensure_open()
         return self._cache["y"]
 
+    def pointers(self, name: str) -> np.ndarray:
+        """The CSR offsets [G+1] of the nodes (``node_ptr``) or edges (``edge_ptr``) of every graph."""
+        if name not in ("node_ptr", "edge_ptr"):
+            raise KeyError(f"no offsets {name!r}: node_ptr or edge_ptr")
+        self._ensure_open()
+        return self._cache[name]
+
+    def graph_id(self, i: int) -> str:
+        self._ensure_open()
+        return str(self._cache["ids"][i])
+
     def read_ragged(self, name: str, i: int) -> np.ndarray:
         """Graph ``i``'s values of the ragged column `name` (int64, or an object array of str)."""
         self._ensure_open()

@@ -119,6 +119,18 @@ class ShardDataset(Dataset):
             data = self.transform(data)
         return data
 
+    def graph_sizes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Atoms and directed edges of every graph in dataset order (from the shards' offsets)."""
+        atoms = [np.diff(reader.pointers("node_ptr")) for reader in self._readers]
+        edges = [np.diff(reader.pointers("edge_ptr")) for reader in self._readers]
+        empty = np.zeros(0, np.int64)
+        return (np.concatenate(atoms) if atoms else empty), (np.concatenate(edges) if edges else empty)
+
+    def graph_id(self, idx: int) -> str:
+        """The id of graph ``idx`` (without reading the graph)."""
+        s, j = self.locate(int(idx))
+        return self._readers[s].graph_id(j)
+
     def labels(self) -> np.ndarray:
         """Every graph's label in dataset order (what ``y`` holds; shards' labels are read once)."""
         parts = [reader.labels() for reader in self._readers]

@@ -40,6 +40,24 @@ _TRAIN_KEYS = {
     "standardize_targets": {"type": "boolean",
                             "description": "regression: train on (label - mean) / std of the training split (stored in the "
                                            "checkpoint); metrics and predictions stay in the label's units"},
+    "max_atoms": {"type": ["integer", "null"], "minimum": 1,
+                  "description": "batches by size: at most this many atoms in a rank's batch (and at most batch_size "
+                                 "graphs); null: fixed batches of batch_size graphs"},
+    "max_edges": {"type": ["integer", "null"], "minimum": 1,
+                  "description": "batches by size: at most this many directed edges in a rank's batch"},
+    "oversize": {"enum": ["error", "skip"],
+                 "description": "a training graph over max_atoms / max_edges: an error naming it, or left out and "
+                                "counted (train.json: oversize_left_out)"},
+    "activation_checkpointing": {"type": "boolean",
+                                 "description": "recompute each layer's activations in the backward pass: less memory, "
+                                                "more time; same gradients"},
+    "compile": {"type": "boolean", "description": "torch.compile the training forward pass (a compile before the first step)"},
+    "checkpoint_minutes": {"type": "number", "minimum": 0,
+                           "description": "write the step-level resume state this often, so a kill loses at most this "
+                                          "long (0: only at epoch ends and when stopping)"},
+    "time_limit_minutes": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                           "description": "stop resumably (exit status 75) this long after the start; the job's runtime "
+                                          "resource and SLURM's end time also stop training in time"},
 }
 
 
