@@ -33,7 +33,7 @@ STAGE_SOURCES: dict[str, tuple[str, ...]] = {
                "preprocess/task_shards.py", "preprocess/sources.py", "preprocess/readers/__init__.py",
                "preprocess/readers/report.py", "preprocess/readers/lmdb_records.py", "preprocess/elements.py",
                *_TASK_COMMON),
-    "train": _RUNS,
+    "train": (*_RUNS, "eqgat/launch.py"),
     "evaluate": _RUNS,
     "aggregate": (*_EQGAT_CLI, "eqgat/aggregate.py", "eqgat/plots.py", "eqgat/paper.py", "eqgat/metrics.py",
                   *_TASK_COMMON),

@@ -156,6 +156,23 @@ def source_options(task):
     return json.dumps({k: s[k] for k in TASKS[task].build_options if k in s}, sort_keys=True)
 
 
+RANKS = config["ranks_per_run"]
+
+
+def train_resources():
+    """The train rule's resources: `ranks` processes of `cpus_per_task` threads each, `gpu` GPUs
+    in all; several ranks make a multi-task job (`tasks`, and `mpi` so that the SLURM executor
+    leaves the launch of the tasks to the job: eqgat.launch runs `srun`)."""
+    gpus = config["gpus_per_run"]
+    if gpus % RANKS:
+        raise ValueError(f"gpus_per_run ({gpus}) must be a multiple of ranks_per_run ({RANKS}): one or more GPUs per rank")
+    resources = {"ranks": RANKS, "cpus_per_task": config["train_threads"], "gpu": gpus,
+                 "gpus_per_rank": gpus // RANKS if gpus else 0}
+    if RANKS > 1:
+        resources.update(tasks=RANKS, mpi="srun")
+    return resources
+
+
 def train_section(task, model):
     """JSON of a task section as one model's run sees it: the other models' overrides are left
     out, so editing them does not retrain this model."""

@@ -12,9 +12,12 @@ rule train:
         f"{LOGS}/{{task}}/{{model}}/seed{{seed}}/train.log",
     conda:
         CONDA_ENV
-    threads: config["train_threads"]
+    # a run that stops before its deadline (exit 75, resume state kept outside the outputs) is
+    # started again and resumes where it stopped
+    retries: config["train_retries"]
+    threads: config["train_threads"] * RANKS
     resources:
-        gpu=config["gpus_per_run"],
+        **train_resources(),
     params:
         section=lambda wc: train_section(wc.task, wc.model),
         device=config["device"],
@@ -23,9 +26,11 @@ rule train:
         run_dir=lambda wc: run_dir(wc.task, wc.model, wc.seed),
         code=lambda wc: code_version("train", wc.task),
     shell:
-        "python -m eqgat train --task {wildcards.task:q} --model {wildcards.model:q} --seed {wildcards.seed:q}"
+        "python -m eqgat.launch --ranks {resources.ranks} --threads {resources.cpus_per_task}"
+        " --gpus-per-rank {resources.gpus_per_rank} --"
+        " --task {wildcards.task:q} --model {wildcards.model:q} --seed {wildcards.seed:q}"
         " --data {input.graphs:q} --out {params.run_dir:q} --device {params.device:q} {params.amp} {params.tensorboard}"
-        " --threads {threads} --section {params.section:q} > {log:q} 2>&1"
+        " --threads {resources.cpus_per_task} --section {params.section:q} >> {log:q} 2>&1"
 
 
 rule evaluate:
