@@ -111,3 +111,35 @@ def test_kill_during_training(tiny_workflow, tmp_path):
 def _mk(path: Path) -> Path:
     path.mkdir(parents=True)
     return path
+
+
+def test_deadline_stops_and_snakemake_retries_until_done(tiny_workflow, tmp_path):
+    """A time limit far shorter than the training: every attempt makes one step or one
+    validation pass, stops with exit status 75 and its resume state; Snakemake's retries of the
+    train rule resume it until it is done, with the weights and log of a run without a limit."""
+    config = copy.deepcopy(TINY_CONFIG)
+    config["seeds"] = [0]
+    config["triangle"]["train"].update(epochs=2, batch_size=16)  # 32 training clouds: 2 steps per epoch
+    source, _ = tiny_workflow
+    reference, limited = (shutil.copytree(source, tmp_path / name, symlinks=True) for name in ("ref", "limited"))
+    snakemake(reference, "results/triangle/runs/eqgat/seed0/train.json", "--cores", "1", "--configfile",
+              str(write_config(reference, config)))
+    config["triangle"]["train"]["time_limit_minutes"] = 1e-4
+    config["train_retries"] = 8
+    done = snakemake(limited, "results/triangle/runs/eqgat/seed0/train.json", "--cores", "1", "--configfile",
+                     str(write_config(limited, config)))
+    run = limited / "results/triangle/runs/eqgat/seed0"
+    attempts = (run / "state" / "attempts.log").read_text().splitlines()
+    attempts = attempts[max(i for i, line in enumerate(attempts) if "start: new run" in line):]
+    stops = [line for line in attempts if " stopped (deadline" in line]
+    # attempts: step 1 | step 2 | validation 1 + step 1 of epoch 2 | step 2 | validation 2, done
+    assert [line.split(" at ")[1].split(";")[0] for line in stops] == [
+        "epoch 1, step 1 of 2", "epoch 1, step 2 of 2", "epoch 2, step 1 of 2", "epoch 2, step 2 of 2"], attempts
+    assert attempts[-1].endswith("finished")
+    assert (done.stdout + done.stderr).count("Trying to restart job") == 4
+    # Snakemake replaces the log of a failed attempt; attempts.log in the run's state folder keeps them all
+    assert "start: resuming epoch 2 step 2" in (limited / "logs/triangle/eqgat/seed0/train.log").read_text()
+    from test_distributed import final
+
+    a, b = final(reference / "results/triangle/runs/eqgat/seed0"), final(run)
+    assert a["log"] == b["log"] and all(np.array_equal(a["model"][k], b["model"][k]) for k in a["model"])

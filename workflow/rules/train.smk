@@ -30,7 +30,7 @@ rule train:
         " --gpus-per-rank {resources.gpus_per_rank} --"
         " --task {wildcards.task:q} --model {wildcards.model:q} --seed {wildcards.seed:q}"
         " --data {input.graphs:q} --out {params.run_dir:q} --device {params.device:q} {params.amp} {params.tensorboard}"
-        " --threads {resources.cpus_per_task} --section {params.section:q} >> {log:q} 2>&1"
+        " --threads {resources.cpus_per_task} --section {params.section:q} > {log:q} 2>&1"
 
 
 rule evaluate:
