@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ranks", type=int, default=1, help="processes of the run (one per GPU, or gloo CPU ranks)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (cores) per rank")
-    parser.add_argument("--gpus-per-rank", type=int, default=0)
+    parser.add_argument("--gpus-per-rank", type=int, default=0, help="GPUs each srun task gets")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then the arguments of python -m eqgat train")
     args = parser.parse_args(argv)
     train_args = args.train_args[1:] if args.train_args[:1] == ["--"] else args.train_args

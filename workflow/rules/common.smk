@@ -161,13 +161,13 @@ RANKS = config["ranks_per_run"]
 
 def train_resources():
     """The train rule's resources: `ranks` processes of `cpus_per_task` threads each, `gpu` GPUs
-    in all; several ranks make a multi-task job (`tasks`, and `mpi` so that the SLURM executor
-    leaves the launch of the tasks to the job: eqgat.launch runs `srun`)."""
+    in all (a profile may set them per rule); several ranks make a multi-task job (`tasks`, and
+    `mpi` so that the SLURM executor leaves the start of the tasks to the job: eqgat.launch runs
+    `srun`)."""
     gpus = config["gpus_per_run"]
     if gpus % RANKS:
-        raise ValueError(f"gpus_per_run ({gpus}) must be a multiple of ranks_per_run ({RANKS}): one or more GPUs per rank")
-    resources = {"ranks": RANKS, "cpus_per_task": config["train_threads"], "gpu": gpus,
-                 "gpus_per_rank": gpus // RANKS if gpus else 0}
+        raise ValueError(f"gpus_per_run ({gpus}) must be a multiple of ranks_per_run ({RANKS}): each rank takes as many GPUs")
+    resources = {"ranks": RANKS, "cpus_per_task": config["train_threads"], "gpu": gpus, "gpus_per_rank": gpus // RANKS}
     if RANKS > 1:
         resources.update(tasks=RANKS, mpi="srun")
     return resources

@@ -26,8 +26,7 @@ rule train:
         run_dir=lambda wc: run_dir(wc.task, wc.model, wc.seed),
         code=lambda wc: code_version("train", wc.task),
     shell:
-        "python -m eqgat.launch --ranks {resources.ranks} --threads {resources.cpus_per_task}"
-        " --gpus-per-rank {resources.gpus_per_rank} --"
+        "python -m eqgat.launch --ranks {resources.ranks} --threads {resources.cpus_per_task} --gpus-per-rank {resources.gpus_per_rank} --"
         " --task {wildcards.task:q} --model {wildcards.model:q} --seed {wildcards.seed:q}"
         " --data {input.graphs:q} --out {params.run_dir:q} --device {params.device:q} {params.amp} {params.tensorboard}"
         " --threads {resources.cpus_per_task} --section {params.section:q} > {log:q} 2>&1"
