@@ -104,12 +104,14 @@ class FakeClock:
 def test_deadline_stops_before_a_step_would_cross_it():
     clock = FakeClock()
     stop = StopPolicy(deadline=1100.0, checkpoint_minutes=0, clock=clock)
-    assert stop.margin_seconds == pytest.approx(5.0)  # 5 % of the 100 s given
+    assert stop.margin_seconds == 15.0  # 5 % of the 100 s given, but at least 15 s
+    assert StopPolicy(deadline=1000.0 + 400, clock=clock).margin_seconds == pytest.approx(20.0)  # 5 % of 400 s
+    assert StopPolicy(deadline=1000.0 + 86400, clock=clock).margin_seconds == 60.0
     assert stop.reason_to_stop() is None  # no work yet: an attempt always makes progress
     stop.step_done(10.0)
-    clock.now = 1070.0  # 30 s left > 2 x 10 s + 5 s
+    clock.now = 1060.0  # 40 s left > 2 x 10 s + 15 s
     assert stop.reason_to_stop() is None
-    clock.now = 1076.0  # 24 s left < 25 s
+    clock.now = 1066.0  # 34 s left < 35 s
     assert stop.reason_to_stop().startswith("deadline")
     clock.now = 1050.0
     assert stop.reason_to_stop(next_seconds=60.0).startswith("deadline")  # a validation that would not fit

@@ -213,3 +213,50 @@ def test_dask_slurm_cluster_builds_the_serial_shards(slurm, tmp_path):
     assert len(shards) == sum(len(s["shards"]) for s in serial["splits"].values()) > 3
     for rel in shards:  # shards are written without timestamps: byte-identical
         assert (tmp_path / "dask" / rel).read_bytes() == (tmp_path / "serial" / rel).read_bytes(), rel
+
+
+@pytest.mark.slow
+def test_two_rank_run_outlives_its_slurm_time_limit(slurm, tmp_path):
+    """One training run as 2 CPU ranks (srun tasks of one SLURM job), given a 1-minute runtime
+    for about 2 minutes of training: it stops before SLURM's end time for the job, Snakemake
+    submits it again, and the resumed run ends where an uninterrupted 2-rank run ends."""
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason=PLUGIN_HINT)
+    config = copy.deepcopy(TINY_CONFIG)
+    config.update(seeds=[0], ranks_per_run=2, train_retries=4)
+    config["triangle"]["data"].update(num_clouds=200, num_points=30)
+    config["triangle"]["model"]["overrides"]["eqgat"].update(hidden_scalars=16, hidden_vectors=4, num_layers=2)
+    config["triangle"]["train"].update(epochs=300, checkpoint_minutes=0.25)
+    target = "results/triangle/runs/eqgat/seed0/train.json"
+    remote = tmp_path / "slurm"
+    remote.mkdir()
+    copy_repo(remote)
+    profile = _test_profile(remote, slurm)
+    settings = yaml.safe_load((profile / "config.yaml").read_text())
+    settings["set-resources"]["train"].update(runtime=1, mem_mb=3000, gpu=0)
+    (profile / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    proc = snakemake(remote, target, "--profile", str(profile), "--jobs", "1",
+                     "--configfile", str(write_config(remote, config)), check=False, timeout=900)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{output[-6000:]}\n{slurm.logs()}"
+    run = remote / "results/triangle/runs/eqgat/seed0"
+    attempts = (run / "state" / "attempts.log").read_text().splitlines()
+    stops = [line for line in attempts if " stopped (deadline" in line]
+    assert stops and len(attempts) == 2 * len(stops) + 2 and attempts[-1].endswith("finished"), attempts
+    assert all("2 rank(s)" in line for line in attempts if " start: " in line)
+    jobs = sorted(_slurm_jobs(remote)["train"], key=int)
+    assert len(jobs) == len(stops) + 1
+    for job in jobs:
+        info = slurm.job_info(job)
+        assert info["TimeLimit"] == "00:01:00" and info["NumTasks"] == "2", info
+        assert info["JobState"] in ("COMPLETED", "FAILED"), info  # stopped itself: never TIMEOUT
+
+    # the same as 2 ranks (torchrun) without a time limit
+    local = tmp_path / "local"
+    local.mkdir()
+    copy_repo(local)
+    snakemake(local, target, "--cores", "2", "--configfile", str(write_config(local, config)))
+    from test_distributed import final
+
+    a, b = final(local / "results/triangle/runs/eqgat/seed0"), final(run)
+    assert a["log"] == b["log"]
+    assert all(bool((a["model"][k] == b["model"][k]).all()) for k in a["model"])

@@ -284,7 +284,7 @@ def _resume(paths: RunPaths, run_id: str, device) -> dict[str, Any] | None:
 
 
 def _trivial(task, train_set: Dataset, val_set: Dataset, loss_fn, scaling: TargetScaling | None,
-             rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+             rows: list[dict[str, Any]], warn: bool = True) -> dict[str, Any] | None:
     """The trivial predictor beside the run's best validation loss; warns when the run has not learned."""
     from eqgat.train.baseline import dataset_labels, learned, not_learned_message, trivial_record
 
@@ -295,7 +295,7 @@ def _trivial(task, train_set: Dataset, val_set: Dataset, loss_fn, scaling: Targe
     losses = [float(r["val_loss"]) for r in rows if math.isfinite(float(r["val_loss"]))]
     record["best_val_loss"] = min(losses) if losses else float("nan")
     record["learned"] = learned(record["best_val_loss"], record["val_loss"])
-    if record["learned"] is False:
+    if record["learned"] is False and warn:
         log.warning("%s", not_learned_message(record))
     return record
 
@@ -579,7 +579,7 @@ def _finish(run: Run, task, train_set, val_set, loss_fn, scaling, settings: Trai
     if state["best_model"] is None:
         raise RuntimeError(f"no finite validation {settings.selection} in {settings.epochs} epochs; "
                            f"no best checkpoint in {paths.run_dir}")
-    trivial = _trivial(task, train_set, val_set, loss_fn, scaling, state["log"])
+    trivial = _trivial(task, train_set, val_set, loss_fn, scaling, state["log"], warn=run.world.is_main)
     summary = {
         "run_id": run.run_id, "epochs": settings.epochs, "best_epoch": state["best_epoch"], "selection": settings.selection,
         "best_val_selection": state["best_value"], "settings": asdict(settings), "model_spec": model_spec,

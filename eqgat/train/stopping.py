@@ -72,7 +72,8 @@ class StopPolicy:
     Every attempt makes progress: before it has made one optimiser step or one validation pass,
     only a signal stops it (a deadline too close for any work still lets one unit through, so
     retries always end). The margin kept free before the deadline is `margin_seconds`, by
-    default 30 s or 5 % of the time the process was given, whichever is less."""
+    default 5 % of the time the process was given, at least 15 s (what is left of a job after
+    training stops: Snakemake's bookkeeping) and at most 60 s."""
 
     deadline: float | None = None
     checkpoint_minutes: float = 30.0
@@ -90,7 +91,7 @@ class StopPolicy:
         self._last_write = self.clock()
         if self.margin_seconds is None:
             given = float("inf") if self.deadline is None else max(0.0, self.deadline - self._last_write)
-            self.margin_seconds = min(30.0, 0.05 * given)
+            self.margin_seconds = min(60.0, max(15.0, 0.05 * given))
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGUSR1 ask training to stop at the next step (main thread only)."""
