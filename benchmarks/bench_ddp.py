@@ -43,7 +43,7 @@ def rank_main(rank: int, ranks: int, port: int, args: argparse.Namespace, result
     from eqgat.tasks import TASKS
     from eqgat.tasks.losses import get_loss
     from eqgat.train.distributed import World
-    from eqgat.train.loop import TrainSettings, _training_module, train_step
+    from eqgat.train.loop import TrainSettings, training_module, train_step
     from eqgat.train.schedule import LearningRate
 
     tune()
@@ -57,7 +57,7 @@ def rank_main(rank: int, ranks: int, port: int, args: argparse.Namespace, result
     cutoff = float(task.protocol["graph"]["cutoff"])
     torch.manual_seed(0)
     model = build_model("eqgat", **task_model_hparams(task, "eqgat", cutoff, {}))
-    net = _training_module(model, device, world, False)
+    net = training_module(model, device, world, False)
     per_rank = args.graphs // ranks
     batch = make_batch(args.config, per_rank, args.atoms, seed=rank)
     batch.id = [f"g{i}" for i in range(per_rank)]

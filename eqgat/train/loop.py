@@ -436,7 +436,7 @@ def train(
     model.to(device)
     if settings.activation_checkpointing:
         model.set_activation_checkpointing(True)
-    net = _training_module(model, device, world, settings.compile)
+    net = training_module(model, device, world, settings.compile)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     schedule = LearningRate(optimizer, settings, steps_per_epoch(len(train_set), settings.batch_size, world.size, caps,
                                                                  settings.seed), higher_is_better=higher)
@@ -548,7 +548,7 @@ def train(
                    code_version, len(left_out))
 
 
-def _training_module(model: torch.nn.Module, device: torch.device, world: World, compile_: bool) -> torch.nn.Module:
+def training_module(model: torch.nn.Module, device: torch.device, world: World, compile_: bool) -> torch.nn.Module:
     """What the training steps call: the model, wrapped in DDP with several ranks, compiled on request."""
     net = model
     if world.distributed:

@@ -13,8 +13,9 @@ rule train:
     conda:
         CONDA_ENV
     # a run that stops before its deadline (exit 75, resume state kept outside the outputs) is
-    # started again and resumes where it stopped
-    retries: config["train_retries"]
+    # started again and resumes where it stopped; only by the main Snakemake process: the one
+    # inside a SLURM job would retry in the job whose time is up
+    retries: config["train_retries"] if workflow.is_main_process else 0
     threads: config["train_threads"] * RANKS
     resources:
         **train_resources(),
