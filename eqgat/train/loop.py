@@ -28,8 +28,9 @@ from eqgat.allocator import release as release_memory
 from eqgat.allocator import worker_init
 from eqgat.device import autocast, mixed_precision_available
 from eqgat.tasks.losses import get_loss
-from eqgat.train.checkpoint import CheckpointError, fingerprint, load_checkpoint, move_aside, save_checkpoint
+from eqgat.train.checkpoint import fingerprint, save_checkpoint
 from eqgat.train.schedule import LearningRate
+from eqgat.train.state import Position, Run, RunPaths, load_resume_state
 from eqgat.train.targets import LabelUnits, TargetScaling
 from preprocess.atomic import write_json_atomic, write_text_atomic
 
@@ -88,35 +89,6 @@ class TrainSettings:
     @property
     def caps(self) -> bool:
         return self.max_atoms is not None or self.max_edges is not None
-
-
-@dataclass
-class RunPaths:
-    """Where a run keeps its files. `last` is deliberately separate from the declared
-    outputs so that a workflow manager deleting incomplete outputs keeps it for resuming."""
-
-    run_dir: Path
-
-    @property
-    def best(self) -> Path:
-        return self.run_dir / "best.pt"
-
-    @property
-    def last(self) -> Path:
-        return self.run_dir / "state" / "last.pt"
-
-    @property
-    def log_csv(self) -> Path:
-        return self.run_dir / "log.csv"
-
-    @property
-    def summary(self) -> Path:
-        return self.run_dir / "train.json"
-
-    @property
-    def attempts(self) -> Path:
-        """One line per start and stop of the run's processes."""
-        return self.run_dir / "state" / "attempts.log"
 
 
 def seed_everything(seed: int) -> None:
@@ -210,7 +182,7 @@ def metric_columns(task) -> tuple[str, ...]:
 
 
 def train_step(model, batch, loss_fn, optimizer, schedule: LearningRate, clip_norm: float, device, amp: bool = False,
-               scaling: TargetScaling | None = None, world: World = World(), counts: Sequence[int] | None = None,
+               scaling: TargetScaling | None = None, world: World | None = None, counts: Sequence[int] | None = None,
                parameters: Sequence[torch.nn.Parameter] | None = None) -> float:
     """One optimiser step on a batch; returns its loss. With several ranks the loss is that of
     the global batch (``counts[r]`` graphs from rank ``r``; this rank's first ``counts[rank]``
@@ -223,7 +195,7 @@ def train_step(model, batch, loss_fn, optimizer, schedule: LearningRate, clip_no
     if pred.dtype in (torch.float16, torch.bfloat16):  # autocast outputs: the loss in float32
         pred = pred.float()
     y = batch.y if scaling is None else scaling.standardize(batch.y)
-    if world.distributed:
+    if world is not None and world.distributed:
         own = counts[world.rank]
         pred, y = gather_rows(pred[:own], counts, world), gather_rows(y[:own], counts, world)
     loss = loss_fn(pred, y)
@@ -265,22 +237,6 @@ def _improved(value: float, best: float | None, higher_is_better: bool) -> bool:
     if not math.isfinite(value):
         return False
     return best is None or (value > best if higher_is_better else value < best)
-
-
-def _resume(paths: RunPaths, run_id: str, device) -> dict[str, Any] | None:
-    """The saved state of this run, or None (no state, another run's, or damaged: moved aside)."""
-    if not paths.last.exists():
-        return None
-    try:
-        saved = load_checkpoint(paths.last, map_location=device)
-    except CheckpointError as exc:
-        moved = move_aside(paths.last)
-        log.warning("damaged resume state moved aside to %s (%s); training starts from epoch 1", moved, exc)
-        return None
-    if saved.get("run_id") != run_id:
-        log.warning("ignoring checkpoint %s: it belongs to a run with other settings, data or code", paths.last)
-        return None
-    return saved
 
 
 def _trivial(task, train_set: Dataset, val_set: Dataset, loss_fn, scaling: TargetScaling | None,
@@ -346,47 +302,6 @@ def size_caps(dataset: Dataset, settings: TrainSettings, task_name: str) -> tupl
     return caps, over
 
 
-@dataclass
-class Position:
-    """Where training stands inside an epoch (what a step-level resume state records)."""
-
-    epoch: int
-    step: int = 0  # optimiser steps done in this epoch
-    total: float = 0.0  # sum of loss * graphs over those steps
-    count: int = 0  # graphs of those steps
-    seconds: float = 0.0  # time spent on the epoch by earlier attempts
-    lr: float = 0.0  # the learning rate at the start of the epoch
-
-
-class Run:
-    """The state of one training run and how it is written; rank 0 writes, atomically."""
-
-    def __init__(self, paths: RunPaths, run_id: str, world: World) -> None:
-        self.paths, self.run_id, self.world = paths, run_id, world
-        self.state: dict[str, Any] = {"epoch": 0, "best_value": None, "best_epoch": -1, "best_model": None, "log": []}
-
-    def attempt(self, message: str) -> None:
-        """A line in the run's attempts log (rank 0)."""
-        if self.world.is_main:
-            self.paths.attempts.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.paths.attempts, "a") as fh:
-                fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
-        log.info("%s", message)
-
-    def write(self, model, optimizer, schedule, scaling, position: Position | None) -> None:
-        """The resumable state: after an epoch (`position` None) or inside one. Collective:
-        every rank's random-number state goes in."""
-        rng = all_gather_objects(torch.get_rng_state(), self.world)
-        if not self.world.is_main:
-            return
-        save_checkpoint(self.paths.last, {
-            **self.state, "run_id": self.run_id, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "torch_rng": rng[0], "rank_rng": rng,
-            "target_scaling": scaling.state() if scaling is not None else None,
-            "position": None if position is None else asdict(position),
-        })
-
-
 def train(
     model: torch.nn.Module,
     model_spec: dict[str, Any],
@@ -441,7 +356,7 @@ def train(
     schedule = LearningRate(optimizer, settings, steps_per_epoch(len(train_set), settings.batch_size, world.size, caps,
                                                                  settings.seed), higher_is_better=higher)
     run = Run(paths, run_id, world)
-    saved = _resume(paths, run_id, device)
+    saved = load_resume_state(paths, run_id, device)
     scaling = (TargetScaling.from_state(saved.get("target_scaling")) if saved is not None
                else target_scaling(task, settings, train_set))
     if scaling is not None:
@@ -479,7 +394,7 @@ def train(
         order = [i for i in epoch_order(len(train_set), settings.seed, epoch) if i not in left]
         steps = plan_epoch(order, settings.batch_size, world.size, caps)
         if not steps:
-            raise RuntimeError(f"task {task.name}: epoch {epoch} has no optimiser step ({len(train_set)} training graphs)")
+            raise RuntimeError(f"task {task.name}: epoch {epoch} made no optimiser step ({len(train_set)} training graphs)")
         mine = [step[world.rank] or step[0][:1] for step in steps[position.step:]]
         net.train()
         batches = tqdm(batch_loader(train_set, mine, settings.num_workers), desc="  batches", leave=False,
