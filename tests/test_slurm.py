@@ -225,7 +225,7 @@ def test_two_rank_run_outlives_its_slurm_time_limit(slurm, tmp_path):
     config.update(seeds=[0], ranks_per_run=2, train_retries=4)
     config["triangle"]["data"].update(num_clouds=200, num_points=30)
     config["triangle"]["model"]["overrides"]["eqgat"].update(hidden_scalars=16, hidden_vectors=4, num_layers=2)
-    config["triangle"]["train"].update(epochs=300, checkpoint_minutes=0.25)
+    config["triangle"]["train"].update(epochs=200, checkpoint_minutes=0.25)
     target = "results/triangle/runs/eqgat/seed0/train.json"
     remote = tmp_path / "slurm"
     remote.mkdir()
