@@ -2,8 +2,8 @@
 
 Both models train on the same batch: ``bench_model_step.make_batch("psr", 4, 1500, seed)`` (4
 random clouds of 1,500 atoms at protein density, 9 element types, cutoff 4.5, no neighbour cap),
-built once by this process and saved as tensors; every variant loads that file. Each variant runs in a
-fresh subprocess with ``torch.set_num_threads(--threads)``:
+built once by this process and saved as tensors; every variant loads that file. Each variant
+runs in a fresh subprocess with ``torch.set_num_threads(--threads)``:
 
 * ``ours``: our paper PSR configuration (``eqgat.models.build_model("eqgat", ...)`` with the PSR
   task's hyper-parameters);
@@ -17,9 +17,9 @@ fresh subprocess with ``torch.set_num_threads(--threads)``:
   in their data transform (float64, as theirs); ours computes them in its forward pass.
 
 under two allocator settings: ``default`` (glibc's defaults, ``EQGAT_MALLOC=default``) and
-``tuned`` (``eqgat.allocator.tune()``: mmap off, trim threshold 2 GiB). Both children call the
-*same* ``tune()`` (our ``eqgat/allocator.py``, loaded by file path in their process so that their
-package, also named ``eqgat``, is the only ``eqgat`` there) before torch is imported; the
+``tuned`` (``eqgat.allocator.tune()``: mmap off, trim threshold 2 GiB). Every child calls the
+*same* ``tune()`` before torch is imported, our ``eqgat/allocator.py`` loaded by file path (so
+that in their process their package, also named ``eqgat``, is the only ``eqgat``); the
 environment variable decides. ``ours/tuned`` is what ``python -m eqgat train`` runs;
 ``theirs/default`` is what their scripts run.
 
@@ -30,7 +30,12 @@ whole process, imports and model included). ``--checkpointing`` adds ``ours+ckpt
 ``model.set_activation_checkpointing(True)`` where our model has that method.
 
     benchmarks/fetch_authors_code.sh /path/to/eqgat.git /tmp/authors_src
-    python benchmarks/bench_authors.py --authors-src /tmp/authors_src --repeats 7 --threads 2
+    python benchmarks/bench_authors.py --authors-src /tmp/authors_src --repeats 7 --threads 2 \\
+        --rounds 2 --checkpointing
+
+``--rounds`` repeats every variant, interleaved (every other round in reverse order); the ratio
+table uses the medians over rounds and the largest peak RSS. Numbers: docs/performance.md,
+"Against the authors' code".
 """
 from __future__ import annotations
 
