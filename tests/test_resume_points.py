@@ -137,3 +137,16 @@ def test_deadline_sources(monkeypatch):
     assert job_deadline(1000.0, 100, None, env) == 5000.0  # SLURM's end comes first (7000 from the runtime)
     assert job_deadline(1000.0, 10, 5, env) == 1300.0
     assert job_deadline(1000.0, None, None, {}) is None
+
+
+def test_activation_checkpointing_trains_to_the_same_weights(tmp_path, reference):
+    """`train.activation_checkpointing` recomputes each layer in the backward pass: the run
+    ends with the weights and log of one without it (and resumes into the same run)."""
+    with pytest.raises(Stopped):
+        train_once(tmp_path / "run", 4, 2, StopPolicy(checkpoint_minutes=0, stop_after_steps=3),
+                   activation_checkpointing=True)
+    train_once(tmp_path / "run", 4, 2, StopPolicy(checkpoint_minutes=0))  # resumed without it
+    run = final(tmp_path / "run")
+    assert reference["log"] == run["log"]
+    for k in reference["model"]:
+        torch.testing.assert_close(run["model"][k], reference["model"][k], rtol=1e-12, atol=1e-14)
