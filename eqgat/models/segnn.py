@@ -251,5 +251,5 @@ class SEGNN(GraphModel):
         edge_attr, node_attr, radial = self.attributes(pos, edge_index)
         h = self.embedding(F.one_hot(data.z, self.num_elements).to(dtype), node_attr)
         for layer in self.layers:
-            h = layer(h, edge_index, edge_attr, node_attr, radial)
+            h = self.run_layer(layer, h, edge_index, edge_attr, node_attr, radial)
         return self.pre_pool2(self.pre_pool1(h, node_attr), node_attr)
