@@ -18,15 +18,17 @@ reset (``/proc/self/clear_refs``) and the measured steps run.
 Each variant runs twice, in two processes:
 
 * with the allocator set up as ``python -m eqgat train`` sets it (freed memory stays in the
-  process): ``--steps`` timed steps; the table gives their median, the RSS before them, the peak
-  during them, and the process's peak over its whole life (with the compilation);
+  process; ``EQGAT_MALLOC=default`` keeps glibc's defaults instead): ``--steps`` timed steps;
+  the table gives their median, the RSS before them, the peak during them, and the process's
+  peak over its whole life (with the compilation);
 * with glibc's allocator told to map every block of 64 KiB or more on its own and to unmap it
   when freed (``MALLOC_MMAP_THRESHOLD_=65536``): the RSS then follows the tensors alive, and
   the peak during ``--exact-steps`` steps less the RSS before them is the step's own memory
   ("step memory": what checkpointing is meant to cut; the first allocator's heap keeps freed
   blocks, so its peak also holds blocks it could not reuse).
 
-The load average at the end of each timed run is given, as the times depend on it.
+The load average at the end of each timed run is given, as the times depend on it. Inductor's
+on-disk caches are off unless ``--warm-cache`` (a first compilation, as on a fresh machine).
 
     python benchmarks/bench_memory.py --config psr --batch-size 4 --atoms 1500 --threads 2 --models eqgat
 """
@@ -132,12 +134,15 @@ def child(args: argparse.Namespace) -> None:
     }), flush=True)
 
 
-def allocator_env(allocator: str) -> dict[str, str]:
-    """The environment of a child process with `allocator` ("train" or "exact")."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "EQGAT_MALLOC"}
+def child_env(allocator: str, warm_cache: bool) -> dict[str, str]:
+    """The environment of a child process with `allocator` ("train" or "exact"), and without
+    Inductor's on-disk caches unless `warm_cache` (so the compile time is a first compilation's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     if allocator == "exact":
         env.update(EQGAT_MALLOC="default", MALLOC_MMAP_THRESHOLD_="65536")
+    if not warm_cache:
+        env["TORCHINDUCTOR_FORCE_DISABLE_CACHES"] = "1"
     return env
 
 
@@ -148,7 +153,7 @@ def run_variant(args: argparse.Namespace, model: str, variant: str, allocator: s
             "--config", args.config, "--batch-size", str(args.batch_size), "--atoms", str(args.atoms),
             "--threads", str(args.threads), "--warmup", str(args.warmup), "--steps", str(steps),
             "--seed", str(args.seed), "--dynamic", args.dynamic]
-    proc = subprocess.run(argv, env=allocator_env(allocator), capture_output=True, text=True)
+    proc = subprocess.run(argv, env=child_env(allocator, args.warm_cache), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{model} {variant} ({allocator} allocator) failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -175,6 +180,8 @@ def main() -> None:
     p.add_argument("--exact-steps", type=int, default=1, help="steps measured with every block mapped on its own")
     p.add_argument("--dynamic", choices=sorted(DYNAMIC), default="auto",
                    help="torch.compile's dynamic: auto (None, PyTorch's default), true or false")
+    p.add_argument("--warm-cache", action="store_true",
+                   help="let torch.compile use Inductor's on-disk caches (a repeated compilation)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
@@ -187,7 +194,8 @@ def main() -> None:
 
     print(f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, threads "
           f"{args.threads}, config {args.config}: {args.batch_size} x {args.atoms} atoms, {args.warmup} warm-up + "
-          f"{args.steps} timed steps, compile dynamic={args.dynamic}, load {os.getloadavg()[0]:.2f}", flush=True)
+          f"{args.steps} timed steps, compile dynamic={args.dynamic}, warm cache {args.warm_cache}, "
+          f"EQGAT_MALLOC={os.environ.get('EQGAT_MALLOC', '')}, load {os.getloadavg()[0]:.2f}", flush=True)
     print("| model | variant | step s (median) | first step s | compile s | step memory MiB (exact) | RSS before MiB | "
           "peak in steps MiB | process peak MiB | first loss | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
