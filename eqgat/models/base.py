@@ -4,7 +4,9 @@ dtype guard, and ``forward = readout(encode(data))`` over the batch.
 A model subclasses :class:`GraphModel`, calls ``self.record_hparams(locals())`` first thing in
 its constructor, implements ``encode(data)`` (a tensor of invariant node features, or a tuple
 ``(s, v)`` of scalar and vector node features) and sets ``self.readout`` to a module called as
-``readout(*features, batch, num_graphs, data)``.
+``readout(*features, batch, num_graphs, data)``. Its message-passing layers are called through
+``self.run_layer(layer, *args)``, so that :meth:`GraphModel.set_activation_checkpointing` applies
+to every model.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from ..nn.geometry import batch_vector
 from ..nn.readout import check_readout_mode
@@ -42,6 +46,8 @@ class GraphModel(nn.Module):
 
     hparams: dict[str, Any]
     readout: nn.Module
+    #: recompute each layer's activations in the backward pass (see ``set_activation_checkpointing``)
+    activation_checkpointing: bool = False
 
     @classmethod
     def from_hparams(cls, **hparams: Any) -> GraphModel:
@@ -64,6 +70,16 @@ class GraphModel(nn.Module):
         """Raise ``TypeError`` unless the coordinates have the parameters' dtype."""
         if pos.dtype != parameter.dtype:
             raise TypeError(f"pos has dtype {pos.dtype} but the model's parameters are {parameter.dtype}")
+
+    def set_activation_checkpointing(self, enabled: bool) -> None:
+        """Store only each layer's inputs in training and recompute its activations in the backward pass."""
+        self.activation_checkpointing = bool(enabled)
+
+    def run_layer(self, layer: nn.Module, *args: Tensor) -> Any:
+        """``layer(*args)``, checkpointed when activation checkpointing is on, training and grad enabled."""
+        if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(layer, *args, use_reentrant=False)
+        return layer(*args)
 
     def encode(self, data) -> Tensor | tuple[Tensor, ...]:
         raise NotImplementedError

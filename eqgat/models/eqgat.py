@@ -167,7 +167,7 @@ class EQGAT(GraphModel):
         v = s.new_zeros(s.shape[0], 3, self.hidden_vectors)
         _, r, edge_attr = self.edge_geometry(pos, edge_index)
         for layer in self.layers:
-            s, v = layer(s, v, edge_index, r, edge_attr)
+            s, v = self.run_layer(layer, s, v, edge_index, r, edge_attr)
         if self.final_norm is not None:
             s, v = self.final_norm(s, v)
         return s, v

@@ -155,8 +155,8 @@ class PaiNN(GraphModel):
         d, r = edge_geometry(data.pos, data.edge_index, self.eps)
         rbf, fcut = self.rbf(d), self.fcut(d)
         for message, update in zip(self.messages, self.updates):
-            ds, dv = message(s, v, data.edge_index, r, rbf, fcut)
+            ds, dv = self.run_layer(message, s, v, data.edge_index, r, rbf, fcut)
             s, v = s + ds, v + dv
-            ds, dv = update(s, v)
+            ds, dv = self.run_layer(update, s, v)
             s, v = s + ds, v + dv
         return s, v

@@ -82,5 +82,5 @@ class SchNet(GraphModel):
         rbf = self.rbf(d)
         d_cut = torch.clamp(d, max=self.cutoff)  # PyG's cosine cutoff is 0 at d = cutoff
         for block in self.interactions:
-            h = h + block(h, data.edge_index, d_cut, rbf)
+            h = h + self.run_layer(block, h, data.edge_index, d_cut, rbf)
         return h

@@ -62,7 +62,9 @@ __all__ = [
     "SEGNNLayer",
     "SteerableGated",
     "SteerableLinear",
+    "concat_blocks",
     "concat_irreps",
+    "concat_layout",
     "grouped_irreps",
     "hidden_irreps",
 ]
@@ -92,12 +94,23 @@ def concat_irreps(*parts: tuple[Tensor, o3.Irreps]) -> Tensor:
     all 1o, then all 2e), so that the result has the *simplified* irreps
     :func:`grouped_irreps`, e.g. ``(2Fs+K)x0e + 2Fv x1o + 2Ft x2e``: fewer, larger
     tensor-product paths (same parameter count as the plain concatenation)."""
-    blocks: dict[o3.Irrep, list[Tensor]] = {}
-    for x, irreps in parts:
+    return concat_blocks(concat_layout(*(irreps for _, irreps in parts)), *(x for x, _ in parts))
+
+
+def concat_layout(*irreps_list: o3.Irreps) -> tuple[tuple[int, int, int], ...]:
+    """The column blocks ``(part, start, stop)`` that :func:`concat_irreps` puts one after the
+    other, in plain integers (no e3nn objects in the forward pass, which ``torch.compile`` traces)."""
+    blocks: dict[o3.Irrep, list[tuple[int, int, int]]] = {}
+    for part, irreps in enumerate(irreps_list):
         for sl, (mul, ir) in zip(irreps.slices(), irreps):
             if mul > 0:
-                blocks.setdefault(ir, []).append(x[..., sl])
-    return torch.cat([b for ir in sorted(blocks) for b in blocks[ir]], dim=-1)
+                blocks.setdefault(ir, []).append((part, sl.start, sl.stop))
+    return tuple(b for ir in sorted(blocks) for b in blocks[ir])
+
+
+def concat_blocks(layout: tuple[tuple[int, int, int], ...], *xs: Tensor) -> Tensor:
+    """The columns ``xs[part][..., start:stop]`` of a :func:`concat_layout`, concatenated."""
+    return torch.cat([xs[part][..., start:stop] for part, start, stop in layout], dim=-1)
 
 
 class SteerableLinear(nn.Module):
@@ -163,6 +176,8 @@ class SEGNNLayer(nn.Module):
         self.aggr = aggr
         self.irreps_hidden = irreps_hidden
         self.irreps_radial = o3.Irreps(f"{num_radial}x0e")
+        self.message_layout = concat_layout(irreps_hidden, irreps_hidden, self.irreps_radial)
+        self.update_layout = concat_layout(irreps_hidden, irreps_hidden)
         msg_in = grouped_irreps(irreps_hidden, irreps_hidden, self.irreps_radial)
         upd_in = grouped_irreps(irreps_hidden, irreps_hidden)
         self.message1 = SteerableGated(msg_in, irreps_attr, irreps_hidden)
@@ -172,11 +187,11 @@ class SEGNNLayer(nn.Module):
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor, node_attr: Tensor, radial: Tensor) -> Tensor:
         j, i = edge_index[0], edge_index[1]
-        x = concat_irreps((h[i], self.irreps_hidden), (h[j], self.irreps_hidden), (radial, self.irreps_radial))
+        x = concat_blocks(self.message_layout, h[i], h[j], radial)
         m = self.message1(x, edge_attr)
         m = self.message2(m, edge_attr)
         m = scatter(m, i, dim=0, dim_size=h.shape[0], reduce="sum" if self.aggr == "sum" else "mean")
-        x = concat_irreps((h, self.irreps_hidden), (m, self.irreps_hidden))
+        x = concat_blocks(self.update_layout, h, m)
         u = self.update1(x, node_attr)
         return h + self.update2(u, node_attr)
 
@@ -224,6 +239,7 @@ class SEGNN(GraphModel):
         self.eps = float(eps)
         self.irreps_hidden = hidden_irreps(hidden_scalars, hidden_vectors, hidden_tensors)
         self.irreps_attr = o3.Irreps.spherical_harmonics(LMAX)  # 1x0e+1x1o+1x2e
+        self.sh_degrees = list(range(LMAX + 1))  # the degrees of irreps_attr, for the forward pass
         self.radial = RadialEmbedding(num_radial, cutoff)
         self.embedding = SteerableLinear(f"{num_elements}x0e", self.irreps_attr, self.irreps_hidden)
         self.layers = nn.ModuleList(
@@ -238,7 +254,7 @@ class SEGNN(GraphModel):
         d, r = edge_geometry(pos, edge_index, self.eps)
         # r is already a unit vector (or 0 for coincident atoms): no renormalisation, whose
         # gradient would be undefined at 0.
-        edge_attr = o3.spherical_harmonics(self.irreps_attr, r, normalize=False, normalization="component")
+        edge_attr = o3.spherical_harmonics(self.sh_degrees, r, normalize=False, normalization="component")
         node_attr = scatter(edge_attr, edge_index[1], dim=0, dim_size=pos.shape[0], reduce="mean")
         node_attr = torch.cat([torch.ones_like(node_attr[:, :1]), node_attr[:, 1:]], dim=-1)
         return edge_attr, node_attr, self.radial(d)
@@ -251,5 +267,5 @@ class SEGNN(GraphModel):
         edge_attr, node_attr, radial = self.attributes(pos, edge_index)
         h = self.embedding(F.one_hot(data.z, self.num_elements).to(dtype), node_attr)
         for layer in self.layers:
-            h = layer(h, edge_index, edge_attr, node_attr, radial)
+            h = self.run_layer(layer, h, edge_index, edge_attr, node_attr, radial)
         return self.pre_pool2(self.pre_pool1(h, node_attr), node_attr)
