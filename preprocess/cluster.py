@@ -179,8 +179,10 @@ def dask_client(workers: int = 1, scheduler: str | None = None,
         else:
             log.info("starting LocalCluster with %d worker processes", workers)
             with dask.config.set(WORKER_CONFIG):
+                # the scheduler's HTTP server (also without a dashboard) on a free port: the default
+                # 8787 of a second cluster on the machine would warn into the build's log
                 cluster = LocalCluster(n_workers=max(int(workers or 1), 1), threads_per_worker=1,
-                                       processes=True, dashboard_address=None, env=dict(WORKER_ENV))
+                                       processes=True, dashboard_address=":0", env=dict(WORKER_ENV))
         try:
             client = Client(cluster)
         except BaseException:

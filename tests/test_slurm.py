@@ -240,15 +240,21 @@ def test_two_rank_run_outlives_its_slurm_time_limit(slurm, tmp_path):
     assert proc.returncode == 0, f"{output[-6000:]}\n{slurm.logs()}"
     run = remote / "results/triangle/runs/eqgat/seed0"
     attempts = (run / "state" / "attempts.log").read_text().splitlines()
-    stops = [line for line in attempts if " stopped (deadline" in line]
-    assert stops and len(attempts) == 2 * len(stops) + 2 and attempts[-1].endswith("finished"), attempts
+    attempts = attempts[max(i for i, line in enumerate(attempts) if "start: new run" in line):]
+    stops = [line for line in attempts if " stopped (" in line]
+    # each job's ranks stop themselves before SLURM's end time; on a loaded machine a job may
+    # overrun its margin, and SLURM's SIGTERM at the limit stops the ranks at the next step
+    assert stops and all(" stopped (deadline" in s or " stopped (signal SIGTERM" in s for s in stops), attempts
+    assert " stopped (deadline" in stops[0]
+    assert len(attempts) == 2 * len(stops) + 2 and attempts[-1].endswith("finished"), attempts
     assert all("2 rank(s)" in line for line in attempts if " start: " in line)
     jobs = sorted(_slurm_jobs(remote)["train"], key=int)
     assert len(jobs) == len(stops) + 1
-    for job in jobs:
+    for job, stop in zip(jobs, stops):
         info = slurm.job_info(job)
         assert info["TimeLimit"] == "00:01:00" and info["NumTasks"] == "2", info
-        assert info["JobState"] in ("COMPLETED", "FAILED"), info  # stopped itself: never TIMEOUT
+        if " stopped (deadline" in stop:
+            assert info["JobState"] == "FAILED", info  # exit 75, before the limit: never TIMEOUT
 
     # the same as 2 ranks (torchrun) without a time limit
     local = tmp_path / "local"
