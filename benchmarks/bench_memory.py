@@ -30,7 +30,12 @@ Each variant runs twice, in two processes:
 The load average at the end of each timed run is given, as the times depend on it. Inductor's
 on-disk caches are off unless ``--warm-cache`` (a first compilation, as on a fresh machine).
 
+``--paired`` times checkpointing on a busy machine instead: one process (training allocator)
+alternates plain and checkpointed steps of the same model, so both see the same load, and
+prints the medians and their ratio.
+
     python benchmarks/bench_memory.py --config psr --batch-size 4 --atoms 1500 --threads 2 --models eqgat
+    python benchmarks/bench_memory.py --config psr --batch-size 4 --atoms 1500 --threads 2 --paired --steps 8
 """
 
 from __future__ import annotations
@@ -146,6 +151,34 @@ def child_env(allocator: str, warm_cache: bool) -> dict[str, str]:
     return env
 
 
+def paired(args: argparse.Namespace) -> None:
+    """Alternate plain and checkpointed steps of each model in this process; print the medians."""
+    sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+    import torch
+
+    from bench_model_step import make_batch
+    from eqgat.allocator import tune
+
+    tune()
+    torch.set_num_threads(args.threads)
+    data = make_batch(args.config, args.batch_size, args.atoms, args.seed)
+    print("| model | plain step s (median) | checkpoint step s (median) | ratio | load |")
+    print("|---|---|---|---|---|")
+    for name in args.models:
+        torch.manual_seed(args.seed)
+        model, _ = build(name, "plain", args.config, args.dynamic)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for step in range(args.warmup + args.steps):
+            for enabled in (False, True):
+                model.set_activation_checkpointing(enabled)
+                seconds = timed(train_step, model, model, opt, data)[1]
+                if step >= args.warmup:
+                    times[enabled].append(seconds)
+        plain, ckpt = statistics.median(times[False]), statistics.median(times[True])
+        print(f"| {name} | {plain:.2f} | {ckpt:.2f} | {ckpt / plain:.2f} | {os.getloadavg()[0]:.2f} |", flush=True)
+
+
 def run_variant(args: argparse.Namespace, model: str, variant: str, allocator: str) -> dict:
     """Run one (model, variant) in a fresh interpreter with `allocator` and return its result."""
     steps = args.steps if allocator == "train" else args.exact_steps
@@ -180,6 +213,8 @@ def main() -> None:
     p.add_argument("--exact-steps", type=int, default=1, help="steps measured with every block mapped on its own")
     p.add_argument("--dynamic", choices=sorted(DYNAMIC), default="auto",
                    help="torch.compile's dynamic: auto (None, PyTorch's default), true or false")
+    p.add_argument("--paired", action="store_true",
+                   help="time plain and checkpointed steps alternately in one process (no memory, no compile)")
     p.add_argument("--warm-cache", action="store_true",
                    help="let torch.compile use Inductor's on-disk caches (a repeated compilation)")
     p.add_argument("--seed", type=int, default=0)
@@ -190,6 +225,8 @@ def main() -> None:
     args = p.parse_args()
     if args.child:
         return child(args)
+    if args.paired:
+        return paired(args)
     import torch
 
     print(f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, threads "
