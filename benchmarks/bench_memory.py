@@ -30,9 +30,10 @@ Each variant runs twice, in two processes:
 The load average at the end of each timed run is given, as the times depend on it. Inductor's
 on-disk caches are off unless ``--warm-cache`` (a first compilation, as on a fresh machine).
 
-``--paired`` times checkpointing on a busy machine instead: one process (training allocator)
-alternates plain and checkpointed steps of the same model, so both see the same load, and
-prints the medians and their ratio.
+``--paired`` compares the times on a busy machine instead: one process (training allocator)
+takes the steps of the ``--variants`` in turn on the same model (the compiled variants share one
+``torch.compile``, compiled once per checkpointing setting in the warm-up), so all of them see
+the same load, and prints the medians and their ratios to the plain step.
 
     python benchmarks/bench_memory.py --config psr --batch-size 4 --atoms 1500 --threads 2 --models eqgat
     python benchmarks/bench_memory.py --config psr --batch-size 4 --atoms 1500 --threads 2 --paired --steps 8
@@ -152,7 +153,7 @@ def child_env(allocator: str, warm_cache: bool) -> dict[str, str]:
 
 
 def paired(args: argparse.Namespace) -> None:
-    """Alternate plain and checkpointed steps of each model in this process; print the medians."""
+    """Take the variants' steps in turn on each model in this process; print the medians."""
     sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
     import torch
 
@@ -162,21 +163,24 @@ def paired(args: argparse.Namespace) -> None:
     tune()
     torch.set_num_threads(args.threads)
     data = make_batch(args.config, args.batch_size, args.atoms, args.seed)
-    print("| model | plain step s (median) | checkpoint step s (median) | ratio | load |")
-    print("|---|---|---|---|---|")
+    print("| model | " + " | ".join(f"{v} step s (median)" for v in args.variants) + " | "
+          + " | ".join(f"{v} / {args.variants[0]}" for v in args.variants[1:]) + " | load |")
+    print("|---" * (2 * len(args.variants) + 1) + "|")
     for name in args.models:
         torch.manual_seed(args.seed)
-        model, _ = build(name, "plain", args.config, args.dynamic)
+        model, compiled = build(name, "compile", args.config, args.dynamic)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        times: dict[bool, list[float]] = {False: [], True: []}
+        times: dict[str, list[float]] = {v: [] for v in args.variants}
         for step in range(args.warmup + args.steps):
-            for enabled in (False, True):
-                model.set_activation_checkpointing(enabled)
-                seconds = timed(train_step, model, model, opt, data)[1]
+            for variant in args.variants:
+                model.set_activation_checkpointing("checkpoint" in variant)
+                runner = compiled if "compile" in variant else model
+                seconds = timed(train_step, model, runner, opt, data)[1]
                 if step >= args.warmup:
-                    times[enabled].append(seconds)
-        plain, ckpt = statistics.median(times[False]), statistics.median(times[True])
-        print(f"| {name} | {plain:.2f} | {ckpt:.2f} | {ckpt / plain:.2f} | {os.getloadavg()[0]:.2f} |", flush=True)
+                    times[variant].append(seconds)
+        medians = [statistics.median(times[v]) for v in args.variants]
+        print(f"| {name} | " + " | ".join(f"{m:.2f}" for m in medians) + " | "
+              + " | ".join(f"{m / medians[0]:.2f}" for m in medians[1:]) + f" | {os.getloadavg()[0]:.2f} |", flush=True)
 
 
 def run_variant(args: argparse.Namespace, model: str, variant: str, allocator: str) -> dict:
