@@ -33,7 +33,8 @@ on-disk caches are off unless ``--warm-cache`` (a first compilation, as on a fre
 ``--paired`` compares the times on a busy machine instead: one process (training allocator)
 takes the steps of the ``--variants`` in turn on the same model (the compiled variants share one
 ``torch.compile``, compiled once per checkpointing setting in the warm-up), so all of them see
-the same load, and prints the medians and their ratios to the plain step.
+the same load, and prints the medians of the wall and CPU seconds (the process's, both threads)
+and their ratios to the first variant's.
 
     python benchmarks/bench_memory.py --config psr --batch-size 4 --atoms 1500 --threads 2 --models eqgat
     python benchmarks/bench_memory.py --config psr --batch-size 4 --atoms 1500 --threads 2 --paired --steps 8
@@ -163,24 +164,29 @@ def paired(args: argparse.Namespace) -> None:
     tune()
     torch.set_num_threads(args.threads)
     data = make_batch(args.config, args.batch_size, args.atoms, args.seed)
-    print("| model | " + " | ".join(f"{v} step s (median)" for v in args.variants) + " | "
-          + " | ".join(f"{v} / {args.variants[0]}" for v in args.variants[1:]) + " | load |")
+    print("| model | " + " | ".join(f"{v} step s, wall (CPU)" for v in args.variants) + " | "
+          + " | ".join(f"{v} / {args.variants[0]}, wall (CPU)" for v in args.variants[1:]) + " | load |")
     print("|---" * (2 * len(args.variants) + 1) + "|")
     for name in args.models:
         torch.manual_seed(args.seed)
         model, compiled = build(name, "compile", args.config, args.dynamic)
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-        times: dict[str, list[float]] = {v: [] for v in args.variants}
+        wall: dict[str, list[float]] = {v: [] for v in args.variants}
+        cpu: dict[str, list[float]] = {v: [] for v in args.variants}
         for step in range(args.warmup + args.steps):
             for variant in args.variants:
                 model.set_activation_checkpointing("checkpoint" in variant)
                 runner = compiled if "compile" in variant else model
+                cpu0 = time.process_time()
                 seconds = timed(train_step, model, runner, opt, data)[1]
                 if step >= args.warmup:
-                    times[variant].append(seconds)
-        medians = [statistics.median(times[v]) for v in args.variants]
-        print(f"| {name} | " + " | ".join(f"{m:.2f}" for m in medians) + " | "
-              + " | ".join(f"{m / medians[0]:.2f}" for m in medians[1:]) + f" | {os.getloadavg()[0]:.2f} |", flush=True)
+                    wall[variant].append(seconds)
+                    cpu[variant].append(time.process_time() - cpu0)
+        w = [statistics.median(wall[v]) for v in args.variants]
+        c = [statistics.median(cpu[v]) for v in args.variants]
+        print(f"| {name} | " + " | ".join(f"{a:.2f} ({b:.2f})" for a, b in zip(w, c)) + " | "
+              + " | ".join(f"{a / w[0]:.2f} ({b / c[0]:.2f})" for a, b in zip(w[1:], c[1:]))
+              + f" | {os.getloadavg()[0]:.2f} |", flush=True)
 
 
 def run_variant(args: argparse.Namespace, model: str, variant: str, allocator: str) -> dict:
