@@ -30,7 +30,14 @@ Each variant runs twice, in two processes:
 The load average at the end of each timed run is given, as the times depend on it. Inductor's
 on-disk caches are off unless ``--warm-cache`` (a first compilation, as on a fresh machine).
 
+``--paired`` compares the times on a busy machine instead: one process (training allocator)
+takes the steps of the ``--variants`` in turn on the same model (the compiled variants share one
+``torch.compile``, compiled once per checkpointing setting in the warm-up), so all of them see
+the same load, and prints the medians of the wall and CPU seconds (the process's, both threads)
+and their ratios to the first variant's.
+
     python benchmarks/bench_memory.py --config psr --batch-size 4 --atoms 1500 --threads 2 --models eqgat
+    python benchmarks/bench_memory.py --config psr --batch-size 4 --atoms 1500 --threads 2 --paired --steps 8
 """
 
 from __future__ import annotations
@@ -146,6 +153,42 @@ def child_env(allocator: str, warm_cache: bool) -> dict[str, str]:
     return env
 
 
+def paired(args: argparse.Namespace) -> None:
+    """Take the variants' steps in turn on each model in this process; print the medians."""
+    sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+    import torch
+
+    from bench_model_step import make_batch
+    from eqgat.allocator import tune
+
+    tune()
+    torch.set_num_threads(args.threads)
+    data = make_batch(args.config, args.batch_size, args.atoms, args.seed)
+    print("| model | " + " | ".join(f"{v} step s, wall (CPU)" for v in args.variants) + " | "
+          + " | ".join(f"{v} / {args.variants[0]}, wall (CPU)" for v in args.variants[1:]) + " | load |")
+    print("|---" * (2 * len(args.variants) + 1) + "|")
+    for name in args.models:
+        torch.manual_seed(args.seed)
+        model, compiled = build(name, "compile", args.config, args.dynamic)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        wall: dict[str, list[float]] = {v: [] for v in args.variants}
+        cpu: dict[str, list[float]] = {v: [] for v in args.variants}
+        for step in range(args.warmup + args.steps):
+            for variant in args.variants:
+                model.set_activation_checkpointing("checkpoint" in variant)
+                runner = compiled if "compile" in variant else model
+                cpu0 = time.process_time()
+                seconds = timed(train_step, model, runner, opt, data)[1]
+                if step >= args.warmup:
+                    wall[variant].append(seconds)
+                    cpu[variant].append(time.process_time() - cpu0)
+        w = [statistics.median(wall[v]) for v in args.variants]
+        c = [statistics.median(cpu[v]) for v in args.variants]
+        print(f"| {name} | " + " | ".join(f"{a:.2f} ({b:.2f})" for a, b in zip(w, c)) + " | "
+              + " | ".join(f"{a / w[0]:.2f} ({b / c[0]:.2f})" for a, b in zip(w[1:], c[1:]))
+              + f" | {os.getloadavg()[0]:.2f} |", flush=True)
+
+
 def run_variant(args: argparse.Namespace, model: str, variant: str, allocator: str) -> dict:
     """Run one (model, variant) in a fresh interpreter with `allocator` and return its result."""
     steps = args.steps if allocator == "train" else args.exact_steps
@@ -180,6 +223,8 @@ def main() -> None:
     p.add_argument("--exact-steps", type=int, default=1, help="steps measured with every block mapped on its own")
     p.add_argument("--dynamic", choices=sorted(DYNAMIC), default="auto",
                    help="torch.compile's dynamic: auto (None, PyTorch's default), true or false")
+    p.add_argument("--paired", action="store_true",
+                   help="time plain and checkpointed steps alternately in one process (no memory, no compile)")
     p.add_argument("--warm-cache", action="store_true",
                    help="let torch.compile use Inductor's on-disk caches (a repeated compilation)")
     p.add_argument("--seed", type=int, default=0)
@@ -190,6 +235,8 @@ def main() -> None:
     args = p.parse_args()
     if args.child:
         return child(args)
+    if args.paired:
+        return paired(args)
     import torch
 
     print(f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, threads "

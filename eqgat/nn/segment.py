@@ -13,6 +13,10 @@ a sparse [N, E] CSR matrix (ones) times the dense [E, F] edge tensor, built once
 Both backward passes are written with the other function, so higher-order gradients work.
 The sums are exact sums (no approximation); only the order of the additions differs from
 ``scatter_add_``, i.e. results agree to round-off.
+
+Under ``torch.compile`` the three public functions run eagerly (``torch.compiler.disable``):
+Dynamo does not trace sparse tensors, and tracing the adjacency cache would guard on the previous
+batch's sizes and recompile for every new batch.
 """
 
 from __future__ import annotations
@@ -95,11 +99,13 @@ class _Gather(torch.autograd.Function):
         return _ScatterSum.apply(grad, ctx.adj), None
 
 
+@torch.compiler.disable
 def scatter_sum(x: Tensor, adj: Adjacency) -> Tensor:
     """[E, ...] -> [N, ...]: sum of the rows of ``x`` over the edges of every node."""
     return _ScatterSum.apply(x, adj)
 
 
+@torch.compiler.disable
 def gather(x: Tensor, adj: Adjacency) -> Tensor:
     """[N, ...] -> [E, ...]: ``x[adj.index]``."""
     return _Gather.apply(x, adj)
@@ -114,6 +120,7 @@ _cache_ref: weakref.ref | None = None
 _cache_val: tuple[Adjacency, Adjacency] | None = None
 
 
+@torch.compiler.disable
 def edge_adjacency(edge_index: Tensor, num_nodes: int) -> tuple[Adjacency, Adjacency]:
     """``(by_source, by_target)`` adjacencies of ``edge_index`` [2, E] (row 0 = source j,
     row 1 = target i)."""
