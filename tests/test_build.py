@@ -164,6 +164,76 @@ def test_generic_build_shards_records(tmp_path):
         assert d.y.shape == (1, 1)
 
 
+class _Node:
+    pass
+
+
+_CYCLES = []  # weak references to the garbage cycles the shards of this process left
+
+
+def _freeze_report_block(task):
+    """A block, and how the garbage collector saw the heap while it was made."""
+    import gc
+    import os
+    import weakref
+
+    earlier = [ref() is None for ref in _CYCLES]
+    node = _Node()
+    node.self = node  # garbage only the collector frees, once this shard is done
+    _CYCLES.append(weakref.ref(node))
+    return _records_block(task), {"frozen": gc.get_freeze_count() > 0, "earlier_garbage_collected": all(earlier),
+                                  "pid": os.getpid()}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shards_are_made_with_the_older_heap_frozen(tmp_path, workers):
+    """While a shard is made, the collector leaves the objects that were there before it alone
+    (gc.freeze), and the garbage the earlier shards left was collected first; the serial build
+    unfreezes the caller's heap at the end."""
+    import gc
+
+    tasks = [ShardTask("train", k, f"train/shard-{k:05d}.h5", 2) for k in range(4)]
+    attrs = {"task": "toy", "cutoff": 3.0, "max_neighbors": -1, "source": "records"}
+    m = build_shards(tasks, _freeze_report_block, tmp_path, attrs, workers=workers, progress=False)
+    reports = [s["skipped"] for s in m["splits"]["train"]["shards"]]
+    assert all(r["frozen"] and r["earlier_garbage_collected"] for r in reports), reports
+    assert len({r["pid"] for r in reports}) <= workers
+    assert gc.get_freeze_count() == 0
+
+
+def test_frozen_heap_nests_and_leaves_a_foreign_freeze_alone():
+    import gc
+    import weakref
+
+    from preprocess.build import frozen_heap
+
+    def garbage():
+        node = _Node()
+        node.self = node
+        return weakref.ref(node)
+
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        outer = gc.get_freeze_count()
+        assert outer > 0
+        made_while_frozen = garbage()
+        gc.collect()
+        assert made_while_frozen() is None  # new objects are collected as usual
+        earlier = garbage()
+        with frozen_heap():  # the next shard: the garbage is collected before the rest is frozen
+            assert earlier() is None and gc.get_freeze_count() >= outer
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # someone else's
+    try:
+        frozen = gc.get_freeze_count()
+        with frozen_heap():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_failed_build_writes_no_manifest(tmp_path):
     def boom(task):
         raise RuntimeError("reader failed")
