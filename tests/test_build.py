@@ -288,9 +288,10 @@ def test_local_workers_keep_glibc_dynamic_mmap_threshold(monkeypatch):
     """Dask's nanny would set MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's dynamic
     mmap threshold: every large array of a shard is then freshly mapped and zeroed (40x the page
     faults, about a quarter more CPU per shard than serially). The build's workers run without it,
-    with one Numba and BLAS thread each, and without the statistical profiler; also when this
-    process has the variable, as it has after any Dask cluster with the default settings (its
-    nanny leaves it in os.environ), and this process gets its own value back afterwards."""
+    with one Numba and BLAS thread each, without the statistical profiler, forked by Dask's
+    forkserver; also when this process has the variable, as it has after any Dask cluster with
+    the default settings (its nanny leaves it in os.environ), and this process gets its own
+    value back afterwards."""
     import os
 
     from preprocess.cluster import dask_client
@@ -299,6 +300,9 @@ def test_local_workers_keep_glibc_dynamic_mmap_threshold(monkeypatch):
     with dask_client(1) as client:
         (settings,) = client.run(_malloc_settings).values()
         meanwhile = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+        # forked by Dask's forkserver (NumPy, pandas, Dask imported there once), not spawned here
+        (parent,) = client.run(os.getppid).values()
+    assert parent != os.getpid()
     assert settings == {"MALLOC_TRIM_THRESHOLD_": None, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                         "profile": False}
     assert meanwhile is None and os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
