@@ -72,12 +72,15 @@ def child_build(a) -> None:
 
     rss0 = psutil.Process().memory_info().rss
     cluster_s = None
-    if a.workers > 1:  # time the cluster start alone (the build starts its own)
-        from dask.distributed import LocalCluster
+    if a.workers > 1:  # time the cluster start alone (the build starts its own), with the build's
+        # settings: a LocalCluster of Dask's defaults would leave its nanny's MALLOC_TRIM_THRESHOLD_ in
+        # this process's environment (before preprocess.cluster removed it there, the parallel
+        # builds of this benchmark ran with it: up to 2026-12-06)
+        from preprocess.cluster import dask_client
 
         t0 = time.perf_counter()
-        c = LocalCluster(n_workers=a.workers, threads_per_worker=1, processes=True, dashboard_address=None)
-        c.close()
+        with dask_client(a.workers) as client:
+            client.wait_for_workers(a.workers)
         cluster_s = time.perf_counter() - t0
     self0, children0 = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -86,7 +89,8 @@ def child_build(a) -> None:
                           workers=a.workers, progress=False, options=options)
     wall = time.perf_counter() - t0
     # CPU time of the build: this process, plus its Dask workers (reaped when the cluster closed)
-    cpu = cpu_seconds(resource.RUSAGE_SELF) - self0 + cpu_seconds(resource.RUSAGE_CHILDREN) - children0
+    driver_cpu = cpu_seconds(resource.RUSAGE_SELF) - self0
+    cpu = driver_cpu + cpu_seconds(resource.RUSAGE_CHILDREN) - children0
     shards = [s for v in m["splits"].values() for s in v["shards"]]
     # VmHWM: peak RSS of this process's own address space. (ru_maxrss of RUSAGE_SELF is not
     # used: Linux carries the parent's high-water mark over fork + exec, so it reads at
@@ -95,7 +99,7 @@ def child_build(a) -> None:
     child_ru = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     size = sum(p.stat().st_size for p in Path(a.out).rglob("*.h5"))
     print("RESULT " + json.dumps({
-        "wall_s": wall, "cpu_s": cpu, "cluster_start_s": cluster_s,
+        "wall_s": wall, "cpu_s": cpu, "driver_cpu_s": driver_cpu, "cluster_start_s": cluster_s,
         "sha256": {sh["path"]: sh["sha256"] for sh in shards}, "rss_after_imports": rss0,
         "ru_maxrss_self": self_ru, "ru_maxrss_children": child_ru,
         "graphs": sum(v["num_graphs"] for v in m["splits"].values()),
@@ -308,8 +312,8 @@ def scaling(a, work: Path) -> int:
             r = run_build("psr", src, out, a.cutoff, a.psr_shard_size, workers)
             r["load_before"] = load
             pair[workers] = r
-            print(f"# pair {k + 1}, workers={workers}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} CPU-s, "
-                  f"load before {load:.2f}", flush=True)
+            print(f"# pair {k + 1}, workers={workers}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} CPU-s "
+                  f"({r['driver_cpu_s']:.1f} in the build process), load before {load:.2f}", flush=True)
         if pair[1]["sha256"] != pair[w]["sha256"]:
             raise SystemExit(f"pair {k + 1}: the parallel shards differ from the serial ones")
         pairs.append(pair)

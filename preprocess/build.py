@@ -15,8 +15,10 @@ The sources of the declared tasks are in :mod:`preprocess.sources` and
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -162,17 +164,62 @@ def drop_dense_graphs(excess_by_graph: Mapping[int, Any], ids: Sequence[str], cu
 # ----------------------------------------------------------------------------------------
 # Generic driver
 # ----------------------------------------------------------------------------------------
+_freeze_depth = 0
+
+
+@contextmanager
+def frozen_heap(keep: bool = False):
+    """Keep Python's cyclic garbage collector off the objects that exist on entry
+    (``gc.freeze``) while the block is built.
+
+    Reading a shard's records makes millions of small containers (the JSON of the atom
+    tables, the DataFrames), so the collector runs often, and each of its full collections
+    walks every object of the process: the imported modules (NumPy, pandas, Numba, Dask ...)
+    that outlive the build among them. That walk was about a tenth of a shard's CPU time in a
+    Dask worker, and the part of it that two workers running at once slowed down most (it
+    misses the caches: docs/performance.md). Objects made while frozen are collected as usual.
+
+    * ``keep=False`` (the serial build in the caller's process, a worker of someone else's
+      scheduler): unfrozen when the outermost ``frozen_heap`` exits; an inner one (a shard of
+      the serial build) first collects the garbage, then freezes what the shards before it
+      left (Numba's kernels, h5py ...) too. A heap that something else froze is left as it is.
+    * ``keep=True`` (a worker process that the build started and that ends with it): collect
+      the garbage, then freeze for good; that also spares the worker's exit a walk over its
+      whole heap.
+    """
+    global _freeze_depth
+    if not keep and _freeze_depth == 0 and gc.get_freeze_count():
+        yield  # frozen by someone else
+        return
+    if keep or _freeze_depth:
+        gc.collect()  # no garbage stays frozen
+    gc.freeze()
+    if keep:
+        yield
+        return
+    _freeze_depth += 1
+    try:
+        yield
+    finally:
+        _freeze_depth -= 1
+        if _freeze_depth == 0:
+            gc.unfreeze()
+
+
 def run_shard_task(task: ShardTask, make_block: Callable[[ShardTask], GraphBlock | tuple[GraphBlock, dict]],
                    out_dir: str, attrs: Mapping, compression: str | None = None,
-                   numba_threads: int = 1) -> dict:
+                   numba_threads: int = 1, keep_heap_frozen: bool = False) -> dict:
     """Make one block and write its shard; return small metadata for the manifest (counts,
-    file size and SHA-256, and the source's skip report)."""
+    file size and SHA-256, and the source's skip report). The heap that exists when the task
+    starts is frozen meanwhile (:func:`frozen_heap`; ``keep_heap_frozen``: for good, in a
+    worker process that ends with the build)."""
     set_numba_threads(numba_threads)
-    made = make_block(task)
-    # a source may also return a small JSON-able report (e.g. skipped records) for the manifest
-    block, report = made if isinstance(made, tuple) else (made, None)
-    path = Path(out_dir) / task.path
-    write_shard(path, block, attrs, compression=compression)
+    with frozen_heap(keep_heap_frozen):
+        made = make_block(task)
+        # a source may also return a small JSON-able report (e.g. skipped records) for the manifest
+        block, report = made if isinstance(made, tuple) else (made, None)
+        path = Path(out_dir) / task.path
+        write_shard(path, block, attrs, compression=compression)
     meta = {"split": task.split, "index": task.index, "path": task.path,
             "num_graphs": block.num_graphs, "num_nodes": block.num_nodes,
             "num_edges": block.num_edges, "size": path.stat().st_size, "sha256": sha256_file(path)}
@@ -227,11 +274,12 @@ def build_shards(tasks: Sequence[ShardTask], make_block: Callable[[ShardTask], G
     try:
         if scheduler is None and not slurm and (workers is None or workers <= 1):
             log.info("building %d shards serially (numba threads=%d)", len(tasks), threads)
-            for t in tasks:
-                results.append(run_shard_task(t, make_block, str(out_dir), attrs,
-                                              compression, threads))
-                if bar is not None:
-                    bar.update(1)
+            with frozen_heap():  # this process's heap, unfrozen after the last shard
+                for t in tasks:
+                    results.append(run_shard_task(t, make_block, str(out_dir), attrs,
+                                                  compression, threads))
+                    if bar is not None:
+                        bar.update(1)
         else:
             results = _run_dask(tasks, make_block, str(out_dir), attrs, workers, scheduler,
                                 compression, bar, slurm)
@@ -254,8 +302,11 @@ def _run_dask(tasks, make_block, out_dir, attrs, workers, scheduler, compression
 
     from .cluster import dask_client
 
+    # workers of a cluster started here end with the build: their heap stays frozen
+    own_workers = scheduler is None
     with dask_client(workers, scheduler, slurm) as client:
         futures = [client.submit(run_shard_task, t, make_block, out_dir, attrs, compression, 1,
+                                 own_workers,
                                  key=f"shard-{t.split}-{t.index}-{os.getpid()}-"
                                              f"{id(tasks)}", pure=False)
                    for t in tasks]

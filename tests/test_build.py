@@ -164,6 +164,76 @@ def test_generic_build_shards_records(tmp_path):
         assert d.y.shape == (1, 1)
 
 
+class _Node:
+    pass
+
+
+_CYCLES = []  # weak references to the garbage cycles the shards of this process left
+
+
+def _freeze_report_block(task):
+    """A block, and how the garbage collector saw the heap while it was made."""
+    import gc
+    import os
+    import weakref
+
+    earlier = [ref() is None for ref in _CYCLES]
+    node = _Node()
+    node.self = node  # garbage only the collector frees, once this shard is done
+    _CYCLES.append(weakref.ref(node))
+    return _records_block(task), {"frozen": gc.get_freeze_count() > 0, "earlier_garbage_collected": all(earlier),
+                                  "pid": os.getpid()}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shards_are_made_with_the_older_heap_frozen(tmp_path, workers):
+    """While a shard is made, the collector leaves the objects that were there before it alone
+    (gc.freeze), and the garbage the earlier shards left was collected first; the serial build
+    unfreezes the caller's heap at the end."""
+    import gc
+
+    tasks = [ShardTask("train", k, f"train/shard-{k:05d}.h5", 2) for k in range(4)]
+    attrs = {"task": "toy", "cutoff": 3.0, "max_neighbors": -1, "source": "records"}
+    m = build_shards(tasks, _freeze_report_block, tmp_path, attrs, workers=workers, progress=False)
+    reports = [s["skipped"] for s in m["splits"]["train"]["shards"]]
+    assert all(r["frozen"] and r["earlier_garbage_collected"] for r in reports), reports
+    assert len({r["pid"] for r in reports}) <= workers
+    assert gc.get_freeze_count() == 0
+
+
+def test_frozen_heap_nests_and_leaves_a_foreign_freeze_alone():
+    import gc
+    import weakref
+
+    from preprocess.build import frozen_heap
+
+    def garbage():
+        node = _Node()
+        node.self = node
+        return weakref.ref(node)
+
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        outer = gc.get_freeze_count()
+        assert outer > 0
+        made_while_frozen = garbage()
+        gc.collect()
+        assert made_while_frozen() is None  # new objects are collected as usual
+        earlier = garbage()
+        with frozen_heap():  # the next shard: the garbage is collected before the rest is frozen
+            assert earlier() is None and gc.get_freeze_count() >= outer
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # someone else's
+    try:
+        frozen = gc.get_freeze_count()
+        with frozen_heap():
+            pass
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_failed_build_writes_no_manifest(tmp_path):
     def boom(task):
         raise RuntimeError("reader failed")
@@ -214,34 +284,51 @@ def _malloc_settings() -> dict:
             "profile": dask.config.get("distributed.worker.profile.enabled")}
 
 
-def test_local_workers_keep_glibc_dynamic_mmap_threshold():
+def test_local_workers_keep_glibc_dynamic_mmap_threshold(monkeypatch):
     """Dask's nanny would set MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's dynamic
     mmap threshold: every large array of a shard is then freshly mapped and zeroed (40x the page
     faults, about a quarter more CPU per shard than serially). The build's workers run without it,
-    with one Numba and BLAS thread each, and without the statistical profiler."""
+    with one Numba and BLAS thread each, without the statistical profiler, forked by Dask's
+    forkserver; also when this process has the variable, as it has after any Dask cluster with
+    the default settings (its nanny leaves it in os.environ), and this process gets its own
+    value back afterwards."""
+    import os
+
     from preprocess.cluster import dask_client
 
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     with dask_client(1) as client:
         (settings,) = client.run(_malloc_settings).values()
+        meanwhile = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+        # forked by Dask's forkserver (NumPy, pandas, Dask imported there once), not spawned here
+        (parent,) = client.run(os.getppid).values()
+    assert parent != os.getpid()
     assert settings == {"MALLOC_TRIM_THRESHOLD_": None, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                         "profile": False}
+    assert meanwhile is None and os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
 
 
 def test_slurm_workers_get_the_same_malloc_settings(tmp_path):
     """The SLURM job script hands its nanny the local cluster's worker settings: a fresh
-    interpreter with the script's exports spawns workers without MALLOC_TRIM_THRESHOLD_."""
+    interpreter with the script's exports spawns workers without MALLOC_TRIM_THRESHOLD_, even
+    where the submitting process had it (sbatch hands its environment on)."""
     import os
     import shlex
 
     from preprocess.cluster import slurm_cluster_options
 
     kwargs, _ = slurm_cluster_options({"queue": "q"}, 2)
-    env = dict(os.environ)
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536")
     for line in kwargs["job_script_prologue"]:
-        name, value = line.removeprefix("export ").split("=", 1)
-        env[name] = shlex.split(value)[0]
-    env.pop("MALLOC_TRIM_THRESHOLD_", None)
-    code = ("from distributed.nanny import _get_env_variables; "
-            "print(sorted(_get_env_variables('distributed.nanny.pre-spawn-environ')))")
-    names = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
-    assert "OMP_NUM_THREADS" in names and "MALLOC_TRIM_THRESHOLD_" not in names
+        command, rest = line.split(" ", 1)
+        if command == "unset":
+            env.pop(rest, None)
+        else:
+            assert command == "export"
+            name, value = rest.split("=", 1)
+            env[name] = shlex.split(value)[0]
+    code = ("import os; from distributed.nanny import _get_env_variables; "
+            "print(sorted(_get_env_variables('distributed.nanny.pre-spawn-environ')), "
+            "'MALLOC_TRIM_THRESHOLD_' in os.environ)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert "OMP_NUM_THREADS" in out and "MALLOC_TRIM_THRESHOLD_'" not in out and out.strip().endswith("False")
