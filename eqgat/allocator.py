@@ -27,7 +27,7 @@ import os
 import platform
 import sys
 
-__all__ = ["M_MMAP_MAX", "M_TRIM_THRESHOLD", "TRIM_THRESHOLD", "release", "tune"]
+__all__ = ["M_MMAP_MAX", "M_TRIM_THRESHOLD", "TRIM_THRESHOLD", "release", "restore_defaults", "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,27 @@ def release() -> bool:
         return False
     libc = _glibc()
     return libc is not None and bool(libc.malloc_trim(0))
+
+
+#: glibc's defaults (malloc.h: DEFAULT_MMAP_MAX, DEFAULT_TRIM_THRESHOLD)
+DEFAULT_MMAP_MAX = 65536
+DEFAULT_TRIM_THRESHOLD = 128 * 1024
+
+
+def restore_defaults(reason: str) -> str:
+    """Undo :func:`tune` in this process (glibc's mmap and trimming again) and give the free heap
+    back: for activation checkpointing, whose recomputed blocks the tuned heap does not reuse
+    well, so that its memory saving reaches the resident size (docs/performance.md). Returns
+    what was done (for the log)."""
+    global _done
+    if _done is None or not _done.startswith("glibc: mmap off"):
+        return _done or "allocator unchanged"
+    libc = _glibc()
+    libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+    libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+    libc.malloc_trim(0)
+    _done = f"glibc's defaults restored ({reason}); pid {os.getpid()}"
+    return _done
 
 
 def worker_init(worker_id: int) -> None:

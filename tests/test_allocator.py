@@ -123,3 +123,16 @@ print(hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parame
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
 def test_same_numbers_with_and_without():
     assert _python(STEPS, "tuned") == _python(STEPS, "default")
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+def test_restore_defaults_maps_large_blocks_again():
+    """Activation checkpointing turns the tuning off again (its saving would not reach the RSS)."""
+    script = PROBE.replace("allocator.tune()  # a no-op under EQGAT_MALLOC=default",
+                           "allocator.tune(); print(allocator.restore_defaults('test'))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
+                         env={**{k: v for k, v in os.environ.items() if k != allocator.ENV}, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    first, last = out.stdout.strip().splitlines()[0], json.loads(out.stdout.strip().splitlines()[-1])
+    assert first.startswith("glibc's defaults restored (test)")
+    assert last["mmapped"] and not last["released"] and last["peak_mib"] < 400, last
