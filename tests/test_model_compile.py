@@ -2,10 +2,11 @@
 outputs and gradients (float32, 1e-5), with and without activation checkpointing, on two batches
 of different sizes (the second one recompiles with dynamic sizes).
 
-Slow: Dynamo traces every model class anew (2-25 s each on 2 cores with the ``aot_eager``
-backend, which traces forward and backward as Inductor does but runs them without generating
-C++; one test compiles SchNet with Inductor itself, for one batch). The EQGAT ablations are the EQGAT class with
-other flags; SEGNN is left out: its e3nn tensor products take minutes to trace
+Slow: Dynamo traces every model class anew with the ``aot_eager`` backend, which traces forward
+and backward as Inductor does but runs them without generating C++ (2-12 s each on 2 quiet
+cores); one test compiles SchNet with Inductor itself, for one batch (seconds with Inductor's
+on-disk cache warm, 13-23 s cold). The EQGAT ablations are the EQGAT class
+with other flags; SEGNN is left out: its e3nn tensor products take minutes to trace
 (docs/performance.md, "Activation checkpointing and torch.compile")."""
 
 from __future__ import annotations
