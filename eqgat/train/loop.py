@@ -470,7 +470,9 @@ def training_module(model: torch.nn.Module, device: torch.device, world: World, 
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    return torch.compile(net) if compile_ else net
+    # dynamic shapes: graphs and batches differ in size, and a static compile recompiles for each
+    # new size until it gives up (docs/performance.md, "Activation checkpointing and torch.compile")
+    return torch.compile(net, dynamic=True) if compile_ else net
 
 
 def _write_inside(run: Run, model, optimizer, schedule, scaling, position: Position, start: float, stop: StopPolicy) -> None:
