@@ -175,9 +175,9 @@ def frozen_heap(keep: bool = False):
     Reading a shard's records makes millions of small containers (the JSON of the atom
     tables, the DataFrames), so the collector runs often, and each of its full collections
     walks every object of the process: the imported modules (NumPy, pandas, Numba, Dask ...)
-    that outlive the build among them. That walk was about a tenth of a shard's CPU time in a
-    Dask worker, and the part of it that two workers running at once slowed down most (it
-    misses the caches: docs/performance.md). Objects made while frozen are collected as usual.
+    that outlive the build among them. That walk was 8-10 % of a shard's CPU time, serially
+    and in a Dask worker, and it is memory-bound work, which two workers running at once slow
+    down in each other (docs/performance.md). Objects made while frozen are collected as usual.
 
     * ``keep=False`` (the serial build in the caller's process, a worker of someone else's
       scheduler): unfrozen when the outermost ``frozen_heap`` exits; an inner one (a shard of

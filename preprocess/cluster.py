@@ -209,7 +209,8 @@ def dask_client(workers: int = 1, scheduler: str | None = None,
                 cluster = _slurm_cluster(slurm, workers)
             else:
                 log.info("starting LocalCluster with %d worker processes", workers)
-                # unset while the cluster runs: for the workers it spawns, and any it restarts
+                # unset while the cluster runs: for the forkserver and the workers it starts,
+                # and any worker it restarts
                 stack.enter_context(environ_without(UNSET_ENV))
                 with dask.config.set(WORKER_CONFIG):
                     # the scheduler's HTTP server (also without a dashboard) on a free port: the
