@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_RESUMABLE = 75  # eqgat.train.stopping.EXIT_RESUMABLE (not imported: the launcher stays light)
+from eqgat.train.stopping import EXIT_RESUMABLE  # standard library only: the launcher stays light
 
 
 def free_port() -> int:

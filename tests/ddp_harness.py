@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,8 @@ import torch
 import torch.multiprocessing as mp
 
 from _graphs import make_graph
+
+from eqgat.launch import free_port
 
 TRAIN_GRAPHS, VAL_GRAPHS = 7, 5
 HPARAMS = {"hidden_scalars": 8, "hidden_vectors": 4, "num_layers": 2, "num_radial": 4}
@@ -71,12 +72,6 @@ def train_once(run_dir, batch_size: int, epochs: int, stop, world=None, val_set=
     return train(model, spec, task, dataset(TRAIN_GRAPHS, 1), val_set if val_set is not None else dataset(VAL_GRAPHS, 2),
                  settings(batch_size, epochs, **extra), run_dir, torch.device("cpu"), progress=False, world=world,
                  stop=stop)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(world_size: int, run_dir: Path, batch_size: int, epochs: int = 2, stop_after_steps: int | None = None,
