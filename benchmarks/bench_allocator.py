@@ -35,11 +35,12 @@ def child(args: argparse.Namespace) -> None:
 
     from bench_model_step import make_batch
     from eqgat.allocator import tune
+    from eqgat.device import set_cpu_threads
     from eqgat.models import build_model, task_model_hparams
     from eqgat.tasks import TASKS
 
     what = tune()
-    torch.set_num_threads(args.threads)
+    set_cpu_threads(args.threads)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     sizes = [int(args.atoms * f) for f in rng.uniform(0.7, 1.3, args.batches)]

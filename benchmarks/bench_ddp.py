@@ -34,6 +34,7 @@ def rank_main(rank: int, ranks: int, port: int, args: argparse.Namespace, result
     from bench_model_step import make_batch
 
     from eqgat.allocator import tune
+    from eqgat.device import set_cpu_threads
     from eqgat.models import build_model, task_model_hparams
     from eqgat.tasks import TASKS
     from eqgat.tasks.losses import get_loss
@@ -42,7 +43,7 @@ def rank_main(rank: int, ranks: int, port: int, args: argparse.Namespace, result
     from eqgat.train.schedule import LearningRate
 
     tune()
-    torch.set_num_threads(1)
+    set_cpu_threads(1)
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(ranks), "LOCAL_RANK": str(rank)})
     world = World.from_env()
@@ -75,6 +76,8 @@ def rank_main(rank: int, ranks: int, port: int, args: argparse.Namespace, result
     if world.distributed:
         torch.distributed.barrier()
     seconds = time.perf_counter() - start
+    if torch.get_num_threads() != 1:
+        raise RuntimeError(f"rank {rank} ran {torch.get_num_threads()} torch threads, not 1: the ratio would be meaningless")
     if world.is_main:
         results[ranks] = args.graphs * args.steps / seconds
     world.stop()

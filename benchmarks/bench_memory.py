@@ -116,10 +116,11 @@ def child(args: argparse.Namespace) -> None:
 
     from bench_model_step import make_batch
     from eqgat.allocator import release, tune
+    from eqgat.device import set_cpu_threads
 
     if args.allocator == "train":
         tune()
-    torch.set_num_threads(args.threads)
+    set_cpu_threads(args.threads)
     torch.manual_seed(args.seed)
     data = make_batch(args.config, args.batch_size, args.atoms, args.seed)
     model, runner = build(args.model, args.variant, args.config, args.dynamic)
@@ -160,9 +161,10 @@ def paired(args: argparse.Namespace) -> None:
 
     from bench_model_step import make_batch
     from eqgat.allocator import tune
+    from eqgat.device import set_cpu_threads
 
     tune()
-    torch.set_num_threads(args.threads)
+    set_cpu_threads(args.threads)
     data = make_batch(args.config, args.batch_size, args.atoms, args.seed)
     print("| model | " + " | ".join(f"{v} step s, wall (CPU)" for v in args.variants) + " | "
           + " | ".join(f"{v} / {args.variants[0]}, wall (CPU)" for v in args.variants[1:]) + " | load |")

@@ -44,6 +44,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(_ROOT)  # appended: PYTHONPATH / an installed copy take precedence
 
 from eqgat.allocator import tune  # noqa: E402
+from eqgat.device import set_cpu_threads  # noqa: E402
 from eqgat.models import build_model, count_parameters, task_model_hparams  # noqa: E402
 from eqgat.tasks import TASKS  # noqa: E402
 from preprocess.neighbors import radius_graph_batch  # noqa: E402
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     allocator = tune()
-    torch.set_num_threads(args.threads)
+    set_cpu_threads(args.threads)
     device = torch.device(args.device)
     data = make_batch(args.config, args.batch_size, args.atoms, args.seed).to(device)
 

@@ -23,10 +23,10 @@ def setup_logging() -> None:
 
 
 def set_threads(threads: int) -> None:
-    """CPU threads of this command's torch (imported here: aggregate, plot-test and params need no torch)."""
-    import torch
+    """CPU threads of this command's torch and Numba (imported here: aggregate, plot-test and params need no torch)."""
+    from eqgat.device import set_cpu_threads
 
-    torch.set_num_threads(threads)
+    set_cpu_threads(threads)
 
 
 def file_digest(path: Path) -> str:

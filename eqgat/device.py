@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 
 import torch
 
-__all__ = ["autocast", "mixed_precision_available", "select_device"]
+__all__ = ["autocast", "mixed_precision_available", "select_device", "set_cpu_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -48,3 +50,18 @@ def autocast(device: torch.device, enabled: bool):
     import contextlib
 
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Use `threads` CPU threads in torch, and in Numba's kernels (radius graphs) in this process.
+
+    Both run on one OpenMP runtime. When Numba's pool starts after torch has run, it sets torch's
+    thread count to Numba's, by default every CPU: a command told to use 1 thread, or each of N
+    ranks on N cores, would run torch on all CPUs after its first radius graph (PPI pairs, predict).
+    """
+    numba = sys.modules.get("numba")
+    if numba is None:
+        os.environ["NUMBA_NUM_THREADS"] = str(threads)  # read when Numba is imported
+    else:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # starts its pool now
+    torch.set_num_threads(threads)

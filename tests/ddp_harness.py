@@ -41,9 +41,10 @@ def run_rank(rank: int, world_size: int, port: int, run_dir: str, batch_size: in
              stop_after_steps: int | None, extra: dict[str, Any]) -> None:
     """One rank of a run (world_size 1: a plain process)."""
     from eqgat.train.distributed import World
+    from eqgat.device import set_cpu_threads
     from eqgat.train.stopping import StopPolicy, Stopped
 
-    torch.set_num_threads(1)
+    set_cpu_threads(1)
     if world_size > 1:
         os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                            "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank)})
