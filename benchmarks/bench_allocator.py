@@ -1,12 +1,15 @@
 """glibc's defaults against :func:`eqgat.allocator.tune` on PSR-sized EQGAT training steps.
 
-Each mode runs in a fresh process (``EQGAT_MALLOC=default`` keeps glibc's defaults): `--steps`
+Each mode runs in a fresh process (``default``: ``EQGAT_MALLOC=default``, glibc's defaults;
+``tcache-on``: :func:`eqgat.allocator.tune` alone; ``tuned``: what a command runs, ``tune`` with
+glibc's tcache off, as :func:`eqgat.allocator.start_tuned` restarts it): `--steps`
 training steps cycling over `--batches` batches of different sizes (4 random clouds of
 `--atoms` ± 30 % atoms each, protein density, cutoff 4.5, the PSR configuration), as a real
 epoch does. Reported per mode: the median step, user and system CPU seconds, minor page
 faults, the peak RSS and the resident size after each step (does it settle or keep growing?).
 
     python benchmarks/bench_allocator.py --steps 12 --threads 2
+    python benchmarks/bench_allocator.py --steps 8 --threads 1 --batches 1   # one batch repeated
 """
 from __future__ import annotations
 
@@ -73,16 +76,23 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=3)
     p.add_argument("--atoms", type=int, default=1500)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--modes", nargs="+", default=["default", "tuned"])
+    p.add_argument("--modes", nargs="+", default=["default", "tcache-on", "tuned"],
+                   help="default: glibc's defaults; tcache-on: tune() with glibc's tcache on; tuned: what commands run")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args)
+    sys.path.insert(0, str(ROOT))
+    from eqgat.allocator import TCACHE_OFF
+
     for mode in args.modes:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         env.pop("EQGAT_MALLOC", None)
+        env.pop("GLIBC_TUNABLES", None)
         if mode == "default":
             env["EQGAT_MALLOC"] = "default"
+        elif mode == "tuned":  # as a command runs after eqgat.allocator.start_tuned()
+            env["GLIBC_TUNABLES"] = TCACHE_OFF
         argv = [sys.executable, __file__, "--child", "--steps", str(args.steps), "--batches", str(args.batches),
                 "--atoms", str(args.atoms), "--threads", str(args.threads)]
         out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout

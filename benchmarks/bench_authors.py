@@ -17,7 +17,8 @@ runs in a fresh subprocess with ``torch.set_num_threads(--threads)``:
   in their data transform (float64, as theirs); ours computes them in its forward pass.
 
 under two allocator settings: ``default`` (glibc's defaults, ``EQGAT_MALLOC=default``) and
-``tuned`` (``eqgat.allocator.tune()``: mmap off, trim threshold 2 GiB). Every child calls the
+``tuned`` (``eqgat.allocator.tune()``: mmap off, trim threshold 2 GiB; glibc's tcache off, as
+``eqgat.allocator.start_tuned()`` restarts a command). Every child calls the
 *same* ``tune()`` before torch is imported, our ``eqgat/allocator.py`` loaded by file path (so
 that in their process their package, also named ``eqgat``, is the only ``eqgat``); the
 environment variable decides. ``ours/tuned`` is what ``python -m eqgat train`` runs;
@@ -26,7 +27,10 @@ environment variable decides. ``ours/tuned`` is what ``python -m eqgat train`` r
 The step: ``zero_grad(set_to_none=True)``, forward, MSE loss, backward, Adam step (lr 1e-4); one
 warm-up step, then the median (and minimum) of ``--repeats`` steps. User and system CPU seconds
 cover the timed steps; the peak RSS is the subprocess's ``ru_maxrss`` (from ``os.wait4``: the
-whole process, imports and model included). ``--checkpointing`` adds ``ours+ckpt`` rows that call
+whole process, imports and model included). The loss tensor is dropped after each step: kept
+into the next forward, it keeps the step's autograd graph (thousands of small C++ nodes) alive
+there, those small blocks sit in the freed space of the large tensors, and the reused heap
+grows (ours, tuned: 2,671 against 2,197 MiB; docs/performance.md). ``--checkpointing`` adds ``ours+ckpt`` rows that call
 ``model.set_activation_checkpointing(True)`` where our model has that method.
 
     benchmarks/fetch_authors_code.sh /path/to/eqgat.git /tmp/authors_src
@@ -184,6 +188,7 @@ def child(args: argparse.Namespace) -> None:
         opt.step()
         times.append(time.perf_counter() - t0)
         losses.append(float(loss))
+        del loss  # the step's autograd graph goes before the next forward, as in a training loop (see below)
         rss.append(round(_rss_mib()))
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     assert r0 is not None
@@ -199,10 +204,12 @@ def child(args: argparse.Namespace) -> None:
 def run_variant(code: str, setting: str, args: argparse.Namespace, batch_file: str, log_dir: str) -> dict[str, Any]:
     """One variant in a fresh interpreter; its JSON line plus ``ru_maxrss`` from ``os.wait4``."""
     env = dict(os.environ)
+    env.pop("GLIBC_TUNABLES", None)
     if setting == "default":
         env["EQGAT_MALLOC"] = "default"
     else:
         env.pop("EQGAT_MALLOC", None)
+        env["GLIBC_TUNABLES"] = _load_allocator().TCACHE_OFF  # as start_tuned() restarts a command
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--code", code, "--batch-file", batch_file,
            "--authors-src", str(args.authors_src or ""), "--threads", str(args.threads),
            "--repeats", str(args.repeats), "--seed", str(args.seed)]

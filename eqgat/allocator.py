@@ -9,11 +9,20 @@ from inside the process (``mallopt``: ``M_MMAP_MAX`` 0, so no allocation is ``mm
 and ``M_TRIM_THRESHOLD`` 2 GiB, the most ``mallopt`` takes, so the heap is not trimmed), which
 is what the environment variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` do
 when set before the process starts; ``mallopt`` cannot raise the mmap threshold above 32 MiB,
-hence ``M_MMAP_MAX``. Freed memory is reused by the next step; glibc may split a freed
-large block for a small allocation, so the resident size can creep, and :func:`release` gives
-the free memory back after every training epoch.
+hence ``M_MMAP_MAX``. Freed memory is reused by the next step.
 
-Set at the start of ``python -m eqgat train / evaluate / predict``; data loader workers are
+What keeps the reused heap from growing: glibc's per-thread cache of small freed chunks
+(tcache) keeps them out of the free lists, so they never merge with their free neighbours and
+sit inside the freed space of a large tensor; the next large tensor of that size no longer
+fits there and the heap grows, step after step (a repeated PSR-sized batch: 1.3-1.8x what the
+step needs). :func:`start_tuned` turns the cache off (``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``),
+which glibc reads only when a process starts, so the command re-executes itself once, before
+anything else runs; then the resident size stays where the first step puts it, below glibc's
+default peak, at the tuned speed (docs/performance.md). :func:`release` still gives the free
+memory back after every training epoch.
+
+Set at the start of ``python -m eqgat train / evaluate / predict`` and ``python -m eqgat.launch``
+(whose ranks inherit the environment); data loader workers are
 forked from the configured process and inherit it (they call :func:`tune` too, for other start
 methods). Elsewhere (macOS, musl, Windows) nothing is changed. ``EQGAT_MALLOC=default``
 leaves glibc's defaults in place (for measurements).
@@ -27,7 +36,8 @@ import os
 import platform
 import sys
 
-__all__ = ["M_MMAP_MAX", "M_TRIM_THRESHOLD", "TRIM_THRESHOLD", "release", "restore_defaults", "tune"]
+__all__ = ["M_MMAP_MAX", "M_TRIM_THRESHOLD", "TCACHE_OFF", "TRIM_THRESHOLD", "release", "restore_defaults",
+           "start_tuned", "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +48,9 @@ M_MMAP_MAX = -4
 TRIM_THRESHOLD = 2**31 - 1
 #: the environment variable that turns the tuning off
 ENV = "EQGAT_MALLOC"
+#: the glibc tunable (read at process start) that turns the per-thread cache of small chunks off
+TCACHE_OFF = "glibc.malloc.tcache_count=0"
+_TCACHE = TCACHE_OFF.split("=")[0]
 
 _done: str | None = None
 
@@ -65,10 +78,45 @@ def tune() -> str:
     else:
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         ok = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-        what = "glibc: mmap off, trim threshold 2 GiB" if ok else "glibc refused mallopt: allocator unchanged"
+        tcache = ", tcache off" if TCACHE_OFF in _tunables_at_start() else ", tcache on (memory may creep)"
+        what = f"glibc: mmap off, trim threshold 2 GiB{tcache}" if ok else "glibc refused mallopt: allocator unchanged"
     _done = f"{what}; pid {os.getpid()}"
     log.debug("allocator: %s", _done)
     return _done
+
+
+def _tunables_at_start() -> str:
+    """``GLIBC_TUNABLES`` as this process was started with (what glibc read), not as it is now."""
+    try:
+        with open("/proc/self/environ", "rb") as fh:
+            for entry in fh.read().split(b"\0"):
+                if entry.startswith(b"GLIBC_TUNABLES="):
+                    return entry.split(b"=", 1)[1].decode(errors="replace")
+    except OSError:
+        pass
+    return ""
+
+
+def start_tuned() -> None:
+    """Re-execute this command once with glibc's tcache off (see the module docstring).
+
+    Call it first thing in an entry point: the process is replaced (same PID, arguments, open
+    files) and starts again with ``GLIBC_TUNABLES`` extended. Nothing happens under
+    ``EQGAT_MALLOC=default``, off glibc, or when ``GLIBC_TUNABLES`` already sets the tcache
+    count (the user's choice wins, and the re-executed process stops here)."""
+    if os.environ.get(ENV, "").lower() == "default" or _glibc() is None:
+        return
+    current = os.environ.get("GLIBC_TUNABLES", "")
+    if _TCACHE in current:
+        return
+    os.environ["GLIBC_TUNABLES"] = f"{current}:{TCACHE_OFF}" if current else TCACHE_OFF
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, argv)
+    except OSError as exc:  # the command still runs, with the cache on
+        log.warning("allocator: could not restart with %s (%s); memory may creep", TCACHE_OFF, exc)
 
 
 def release() -> bool:

@@ -96,4 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from eqgat.allocator import start_tuned
+
+    start_tuned()  # re-executes once with glibc's tcache off; the ranks inherit it
     sys.exit(main())
