@@ -111,6 +111,7 @@ def time_steps(model: torch.nn.Module, data: Batch, repeats: int, device: torch.
         opt.step()
         _sync(device)
         t3 = time.perf_counter()
+        del loss  # the step's autograd graph goes before the next forward, as in the training loop
         if it == 0:
             continue  # warm-up
         fwd.append(t1 - t0)
