@@ -11,14 +11,14 @@ is what the environment variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THR
 when set before the process starts; ``mallopt`` cannot raise the mmap threshold above 32 MiB,
 hence ``M_MMAP_MAX``. Freed memory is reused by the next step.
 
-What keeps the reused heap from growing: glibc's per-thread cache of small freed chunks
+What made the reused heap grow: glibc's per-thread cache of small freed chunks
 (tcache) keeps them out of the free lists, so they never merge with their free neighbours and
 sit inside the freed space of a large tensor; the next large tensor of that size no longer
 fits there and the heap grows, step after step (a repeated PSR-sized batch: 1.3-1.8x what the
 step needs). :func:`start_tuned` turns the cache off (``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``),
 which glibc reads only when a process starts, so the command re-executes itself once, before
-anything else runs; then the resident size stays where the first step puts it, below glibc's
-default peak, at the tuned speed (docs/performance.md). :func:`release` still gives the free
+anything else runs; then the resident size stays where the first step puts it, within a few
+per cent of glibc's default peak, at the tuned speed (docs/performance.md). :func:`release` still gives the free
 memory back after every training epoch.
 
 Set at the start of ``python -m eqgat train / evaluate / predict`` and ``python -m eqgat.launch``
