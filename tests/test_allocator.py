@@ -172,13 +172,13 @@ def test_a_command_restarts_once_with_the_tcache_off():
     assert default["first_pid"] is None and default["tunables"] == "", default
 
 
-# Six training steps of a PSR-sized EQGAT on one batch, repeated (the worst case for the reused
-# heap): the resident size after each step, in MiB.
+# Five training steps of a PSR-sized EQGAT on the PSR-sized batch (4 x 1,500 atoms), repeated (the
+# worst case for the reused heap): the process's peak resident size, in MiB.
 CREEP = r"""
-import json, sys
+import json, resource, sys
 import torch
 from eqgat import allocator
-allocator.tune()
+allocator.tune()  # a no-op under EQGAT_MALLOC=default
 sys.path.insert(0, "benchmarks")
 from bench_model_step import make_batch
 from eqgat.device import set_cpu_threads
@@ -187,30 +187,29 @@ from eqgat.tasks import TASKS
 set_cpu_threads(1)
 torch.manual_seed(0)
 model = build_model("eqgat", **task_model_hparams(TASKS["psr"], "eqgat", 4.5))
-data = make_batch("psr", 4, 600, 0)
+data = make_batch("psr", 4, 1500, 0)
 opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-rss = []
-for _ in range(6):
+for _ in range(5):
     opt.zero_grad(set_to_none=True)
     torch.nn.functional.mse_loss(model(data), data.y).backward()
     opt.step()
-    rss.append(int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20)
-print(json.dumps({"rss": rss, "state": allocator.tune()}))
+print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "state": allocator.tune()}))
 """
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
-def test_the_tuned_heap_does_not_creep_with_the_tcache_off():
-    def run(tunables: str) -> dict:
-        env = {**{k: v for k, v in os.environ.items() if k != allocator.ENV}, "PYTHONPATH": str(REPO),
-               "GLIBC_TUNABLES": tunables}
-        proc = subprocess.run([sys.executable, "-c", CREEP], capture_output=True, text=True, cwd=REPO, env=env,
-                              timeout=300)
+def test_the_tuned_heap_peaks_where_the_step_needs():
+    """Peak RSS tuned (tcache off, as the commands run) against glibc's defaults, which hand every
+    large block back and fault it in again: their peak is what the step needs."""
+    def run(**env: str) -> dict:
+        clean = {k: v for k, v in os.environ.items() if k not in (allocator.ENV, "GLIBC_TUNABLES")}
+        proc = subprocess.run([sys.executable, "-c", CREEP], capture_output=True, text=True, cwd=REPO, timeout=300,
+                              env={**clean, "PYTHONPATH": str(REPO), **env})
         assert proc.returncode == 0, proc.stderr[-2000:]
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    off, on = run(allocator.TCACHE_OFF), run("")
-    assert "tcache off" in off["state"] and "tcache on" in on["state"]
-    # measured: tcache on 1,193 -> 1,390 MiB over the steps (+17 %); off 1,044 -> 1,090 (+4 %)
-    assert off["rss"][-1] <= 1.10 * off["rss"][0], off
-    assert max(off["rss"]) <= max(on["rss"]), (off, on)
+    tuned, default = run(GLIBC_TUNABLES=allocator.TCACHE_OFF), run(**{allocator.ENV: "default"})
+    assert "tcache off" in tuned["state"] and "defaults kept" in default["state"]
+    # measured on this batch, peaks over glibc's default peak (2,062-2,126 MiB): tcache off
+    # 0.97-1.08 (it varies from run to run), tcache on 1.20-1.35 (the creep this guards against)
+    assert tuned["peak"] <= 1.15 * default["peak"], (tuned, default)
