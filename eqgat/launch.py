@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from eqgat.train.stopping import EXIT_RESUMABLE  # standard library only: the launcher stays light
+from eqgat.train.stopping import EXIT_RESUMABLE, stopped_since  # standard library only: the launcher stays light
 
 
 def free_port() -> int:
@@ -47,18 +47,6 @@ def rank_command(ranks: int, threads: int, gpus_per_rank: int, train_args: list[
         return [*command, *train], env
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
             "-m", "eqgat", "train", *train_args], env
-
-
-def stopped_since(run_dir: Path, started: float) -> bool:
-    """Whether the run's last attempt since `started` ended with a resume state written."""
-    log = run_dir / "state" / "attempts.log"
-    try:
-        if log.stat().st_mtime < started:
-            return False
-        lines = log.read_text().splitlines()
-    except OSError:
-        return False
-    return bool(lines) and " stopped (" in lines[-1]
 
 
 def out_dir(train_args: list[str]) -> Path | None:

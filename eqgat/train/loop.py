@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from eqgat.train.batches import OversizeGraphs, SizeCaps, epoch_order, plan_epoch, steps_per_epoch
 from eqgat.train.distributed import World, all_gather_objects, any_rank, gather_rows
-from eqgat.train.stopping import StopPolicy, Stopped
+from eqgat.train.stopping import StopPolicy, Stopped, stop_message
 
 from eqgat.allocator import release as release_memory
 from eqgat.allocator import worker_init
@@ -484,9 +484,9 @@ def _write_inside(run: Run, model, optimizer, schedule, scaling, position: Posit
 
 
 def _stopped(run: Run, position: Position, steps: int, reason: str, when: str = "") -> None:
-    where = f"epoch {position.epoch}, step {position.step} of {steps}" + (f", {when}" if when else "")
-    run.attempt(f"stopped ({reason}) at {where}; resume state {run.paths.last}")
-    raise Stopped(f"{run.paths.run_dir}: stopped ({reason}) at {where}; rerun to resume")
+    message = stop_message(reason, f"epoch {position.epoch}, step {position.step} of {steps}" + (f", {when}" if when else ""))
+    run.attempt(f"{message}; resume state {run.paths.last}")
+    raise Stopped(f"{run.paths.run_dir}: {message}; rerun to resume")
 
 
 def _finish(run: Run, task, train_set, val_set, loss_fn, scaling, settings: TrainSettings, model, model_spec,

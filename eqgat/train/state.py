@@ -12,6 +12,7 @@ import torch
 
 from eqgat.train.checkpoint import CheckpointError, load_checkpoint, move_aside, save_checkpoint
 from eqgat.train.distributed import World, all_gather_objects
+from eqgat.train.stopping import ATTEMPTS_LOG
 
 __all__ = ["Position", "Run", "RunPaths", "load_resume_state"]
 
@@ -44,7 +45,7 @@ class RunPaths:
     @property
     def attempts(self) -> Path:
         """One line per start and stop of the run's processes."""
-        return self.run_dir / "state" / "attempts.log"
+        return self.run_dir / ATTEMPTS_LOG
 
 
 def load_resume_state(paths: RunPaths, run_id: str, device) -> dict[str, Any] | None:

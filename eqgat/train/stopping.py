@@ -22,9 +22,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Callable
 
-__all__ = ["EXIT_RESUMABLE", "StopPolicy", "Stopped", "job_deadline", "slurm_end_time"]
+__all__ = ["ATTEMPTS_LOG", "EXIT_RESUMABLE", "StopPolicy", "Stopped", "job_deadline", "slurm_end_time", "stop_message",
+           "stopped_since"]
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +34,29 @@ log = logging.getLogger(__name__)
 EXIT_RESUMABLE = 75
 
 
+#: a run's log of its processes' starts and stops, relative to the run directory
+ATTEMPTS_LOG = Path("state") / "attempts.log"
+
+
 class Stopped(Exception):
     """Training stopped early after writing its resume state (see :data:`EXIT_RESUMABLE`)."""
+
+
+def stop_message(reason: str, where: str) -> str:
+    """The attempts-log message of a stop with the resume state written (what :func:`stopped_since` finds)."""
+    return f"stopped ({reason}) at {where}"
+
+
+def stopped_since(run_dir: Path, started: float) -> bool:
+    """Whether the run's last attempt since `started` ended with a resume state written."""
+    log_path = Path(run_dir) / ATTEMPTS_LOG
+    try:
+        if log_path.stat().st_mtime < started:
+            return False
+        lines = log_path.read_text().splitlines()
+    except OSError:
+        return False
+    return bool(lines) and " stopped (" in lines[-1]
 
 
 def slurm_end_time(env: dict[str, str] | None = None) -> float | None:
