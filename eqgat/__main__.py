@@ -1,8 +1,8 @@
 import sys
 
-if sys.argv[1:2] and sys.argv[1] in ("train", "evaluate", "predict"):
-    from eqgat.allocator import start_tuned
+from eqgat.allocator import TUNED_COMMANDS, start_tuned
 
+if sys.argv[1:2] and sys.argv[1] in TUNED_COMMANDS:
     start_tuned()  # re-executes once with glibc's tcache off: before anything else runs
 
 from eqgat.cli import main  # noqa: E402

@@ -383,13 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from eqgat.allocator import TUNED_COMMANDS, tune
     from eqgat.train.checkpoint import CheckpointError
 
     setup_logging()
     args = build_parser().parse_args(argv)
-    if args.command in ("train", "evaluate", "predict"):
-        from eqgat.allocator import tune
-
+    if args.command in TUNED_COMMANDS:
         log.info("allocator: %s", tune())
     try:
         status = args.func(args)

@@ -198,9 +198,10 @@ print(json.dumps({"peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
-def test_the_tuned_heap_peaks_where_the_step_needs():
-    """Peak RSS tuned (tcache off, as the commands run) against glibc's defaults, which hand every
-    large block back and fault it in again: their peak is what the step needs."""
+def test_the_tcache_off_keeps_the_tuned_heap_from_creeping():
+    """Peak RSS tuned with glibc's tcache off (as the commands run), tuned with it on, and under
+    glibc's defaults, which hand every large block back and fault it in again (their peak is
+    what the step needs)."""
     def run(**env: str) -> dict:
         clean = {k: v for k, v in os.environ.items() if k not in (allocator.ENV, "GLIBC_TUNABLES")}
         proc = subprocess.run([sys.executable, "-c", CREEP], capture_output=True, text=True, cwd=REPO, timeout=300,
@@ -208,8 +209,11 @@ def test_the_tuned_heap_peaks_where_the_step_needs():
         assert proc.returncode == 0, proc.stderr[-2000:]
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
-    tuned, default = run(GLIBC_TUNABLES=allocator.TCACHE_OFF), run(**{allocator.ENV: "default"})
-    assert "tcache off" in tuned["state"] and "defaults kept" in default["state"]
-    # measured on this batch, peaks over glibc's default peak (2,062-2,126 MiB): tcache off
-    # 0.97-1.08 (it varies from run to run), tcache on 1.20-1.35 (the creep this guards against)
-    assert tuned["peak"] <= 1.15 * default["peak"], (tuned, default)
+    off, on = run(GLIBC_TUNABLES=allocator.TCACHE_OFF), run(GLIBC_TUNABLES="")
+    default = run(**{allocator.ENV: "default"})
+    assert "tcache off" in off["state"] and "tcache on" in on["state"] and "defaults kept" in default["state"]
+    # measured on this batch (2026-12-06; about 25 runs with the tcache off, 10 with it on): off 1,968-2,267 MiB,
+    # on 2,457-2,809, glibc's defaults 1,914-2,126. The tcache-off peak varies from run to
+    # run and reaches 1.19 x the defaults' peak: lower, not bounded at what the step needs
+    assert off["peak"] < 0.95 * on["peak"], (off, on)
+    assert off["peak"] <= 1.25 * default["peak"], (off, default)
