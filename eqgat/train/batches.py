@@ -28,10 +28,15 @@ __all__ = ["OversizeGraphs", "SizeCaps", "epoch_order", "plan_epoch", "steps_per
 Step = list[list[int]]
 
 
-def epoch_order(num_items: int, seed: int, epoch: int) -> list[int]:
-    """The shuffled sample order of one epoch, a function of (seed, epoch) only."""
+def epoch_order(num_items: int, seed: int, epoch: int, left_out: Sequence[int] = ()) -> list[int]:
+    """The shuffled sample order of one epoch, a function of (seed, epoch) only, without the
+    items `left_out` (graphs over a batch cap)."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(num_items, generator=gen).tolist()
+    order = torch.randperm(num_items, generator=gen).tolist()
+    if len(left_out) == 0:
+        return order
+    skip = {int(i) for i in left_out}
+    return [i for i in order if i not in skip]
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,10 @@ class SizeCaps:
     edges: np.ndarray  # [N] directed edges of every graph
     max_atoms: int | None = None
     max_edges: int | None = None
+
+    @property
+    def capped(self) -> bool:
+        return self.max_atoms is not None or self.max_edges is not None
 
     def oversize(self) -> np.ndarray:
         """Indices of the graphs that exceed a cap on their own."""
@@ -103,7 +112,7 @@ def plan_epoch(order: Sequence[int], batch_size: int, world_size: int = 1, caps:
     `order` (see :meth:`SizeCaps.oversize`)."""
     if batch_size < 1 or world_size < 1:
         raise ValueError(f"batch_size and world_size must be >= 1, got {batch_size}, {world_size}")
-    if caps is None or (caps.max_atoms is None and caps.max_edges is None):
+    if caps is None or not caps.capped:
         return _fixed_steps(order, batch_size, world_size)
     batches = _packed_batches(order, batch_size, caps)
     steps = []
@@ -115,9 +124,6 @@ def plan_epoch(order: Sequence[int], batch_size: int, world_size: int = 1, caps:
 
 def steps_per_epoch(num_items: int, batch_size: int, world_size: int, caps: SizeCaps | None, seed: int) -> int:
     """Optimiser steps of an epoch (for the learning-rate schedule); with caps, those of epoch 1."""
-    if caps is None or (caps.max_atoms is None and caps.max_edges is None):
+    if caps is None or not caps.capped:
         return -(-num_items // (batch_size * world_size))
-    keep = np.ones(num_items, bool)
-    keep[caps.oversize()] = False
-    order = [i for i in epoch_order(num_items, seed, 1) if keep[i]]
-    return len(plan_epoch(order, batch_size, world_size, caps))
+    return len(plan_epoch(epoch_order(num_items, seed, 1, caps.oversize()), batch_size, world_size, caps))

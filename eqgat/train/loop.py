@@ -347,7 +347,6 @@ def train(
     ranks = {"ranks": world.size} if world.distributed else {}
     run_id = fingerprint(settings.identity(), model_spec, task.name, data_fingerprint, code_version, *([ranks] if ranks else []))
     caps, left_out = size_caps(train_set, settings, task.name)
-    left = set(left_out.tolist())
     model.to(device)
     if settings.activation_checkpointing:
         model.set_activation_checkpointing(True)
@@ -391,7 +390,7 @@ def train(
             position = Position(epoch, lr=optimizer.param_groups[0]["lr"])
         if hasattr(train_set, "set_epoch"):
             train_set.set_epoch(epoch)
-        order = [i for i in epoch_order(len(train_set), settings.seed, epoch) if i not in left]
+        order = epoch_order(len(train_set), settings.seed, epoch, left_out)
         steps = plan_epoch(order, settings.batch_size, world.size, caps)
         if not steps:
             raise RuntimeError(f"task {task.name}: epoch {epoch} made no optimiser step ({len(train_set)} training graphs)")
