@@ -1,8 +1,8 @@
 """glibc's defaults against :func:`eqgat.allocator.tune` on PSR-sized EQGAT training steps.
 
 Each mode runs in a fresh process (``default``: ``EQGAT_MALLOC=default``, glibc's defaults;
-``tcache-on``: :func:`eqgat.allocator.tune` alone; ``tuned``: what a command runs, ``tune`` with
-glibc's tcache off, as :func:`eqgat.allocator.start_tuned` restarts it): `--steps`
+``caches-on``: :func:`eqgat.allocator.tune` alone; ``tuned``: what a command runs, ``tune`` with
+glibc's small-chunk caches off, as :func:`eqgat.allocator.start_tuned` restarts it): `--steps`
 training steps cycling over `--batches` batches of different sizes (4 random clouds of
 `--atoms` ± 30 % atoms each, protein density, cutoff 4.5, the PSR configuration), as a real
 epoch does. Reported per mode: the median step, user and system CPU seconds, minor page
@@ -49,6 +49,7 @@ def child(args: argparse.Namespace) -> None:
     sizes = [int(args.atoms * f) for f in rng.uniform(0.7, 1.3, args.batches)]
     batches = [make_batch("psr", 4, n, seed) for seed, n in enumerate(sizes)]
     model = build_model("eqgat", **task_model_hparams(TASKS["psr"], "eqgat", 4.5))
+    model.set_activation_checkpointing(args.checkpointing)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     times, rss = [], []
     r0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -76,14 +77,16 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=3)
     p.add_argument("--atoms", type=int, default=1500)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--modes", nargs="+", default=["default", "tcache-on", "tuned"],
-                   help="default: glibc's defaults; tcache-on: tune() with glibc's tcache on; tuned: what commands run")
+    p.add_argument("--modes", nargs="+", default=["default", "caches-on", "tuned"],
+                   help="default: glibc's defaults; caches-on: tune() with glibc's small-chunk caches on; "
+                        "tuned: what commands run; tcache-off: the tcache alone off")
+    p.add_argument("--checkpointing", action="store_true", help="with activation checkpointing")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         return child(args)
     sys.path.insert(0, str(ROOT))
-    from eqgat.allocator import TCACHE_OFF
+    from eqgat.allocator import SMALL_CACHES_OFF
 
     for mode in args.modes:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -92,9 +95,11 @@ def main() -> None:
         if mode == "default":
             env["EQGAT_MALLOC"] = "default"
         elif mode == "tuned":  # as a command runs after eqgat.allocator.start_tuned()
-            env["GLIBC_TUNABLES"] = TCACHE_OFF
+            env["GLIBC_TUNABLES"] = ":".join(SMALL_CACHES_OFF)
+        elif mode == "tcache-off":  # what commands ran before the fastbins were turned off too
+            env["GLIBC_TUNABLES"] = SMALL_CACHES_OFF[0]
         argv = [sys.executable, __file__, "--child", "--steps", str(args.steps), "--batches", str(args.batches),
-                "--atoms", str(args.atoms), "--threads", str(args.threads)]
+                "--atoms", str(args.atoms), "--threads", str(args.threads), *(["--checkpointing"] * args.checkpointing)]
         out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
         result = json.loads(out.strip().splitlines()[-1])
         cpu = result["user_s"] + result["system_s"]

@@ -17,7 +17,7 @@ runs in a fresh subprocess with ``torch.set_num_threads(--threads)``:
   in their data transform (float64, as theirs); ours computes them in its forward pass.
 
 under two allocator settings: ``default`` (glibc's defaults, ``EQGAT_MALLOC=default``) and
-``tuned`` (``eqgat.allocator.tune()``: mmap off, trim threshold 2 GiB; glibc's tcache off, as
+``tuned`` (``eqgat.allocator.tune()``: mmap off, trim threshold 2 GiB; glibc's small-chunk caches off, as
 ``eqgat.allocator.start_tuned()`` restarts a command). Every child calls the
 *same* ``tune()`` before torch is imported, our ``eqgat/allocator.py`` loaded by file path (so
 that in their process their package, also named ``eqgat``, is the only ``eqgat``); the
@@ -209,7 +209,7 @@ def run_variant(code: str, setting: str, args: argparse.Namespace, batch_file: s
         env["EQGAT_MALLOC"] = "default"
     else:
         env.pop("EQGAT_MALLOC", None)
-        env["GLIBC_TUNABLES"] = _load_allocator().TCACHE_OFF  # as start_tuned() restarts a command
+        env["GLIBC_TUNABLES"] = ":".join(_load_allocator().SMALL_CACHES_OFF)  # as start_tuned() restarts a command
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--code", code, "--batch-file", batch_file,
            "--authors-src", str(args.authors_src or ""), "--threads", str(args.threads),
            "--repeats", str(args.repeats), "--seed", str(args.seed)]

@@ -11,16 +11,17 @@ is what the environment variables ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THR
 when set before the process starts; ``mallopt`` cannot raise the mmap threshold above 32 MiB,
 hence ``M_MMAP_MAX``. Freed memory is reused by the next step.
 
-What made the reused heap grow: glibc's per-thread cache of small freed chunks
-(tcache) keeps them out of the free lists, so they never merge with their free neighbours and
-sit inside the freed space of a large tensor; the next large tensor of that size no longer
-fits there and the heap grows, step after step (a repeated PSR-sized batch: 1.3-1.8x what the
-step needs). :func:`start_tuned` turns the cache off (``GLIBC_TUNABLES=glibc.malloc.tcache_count=0``),
-which glibc reads only when a process starts, so the command re-executes itself once, before
-anything else runs; then the resident size mostly stays where the first steps put it, at the
-tuned speed, its peak 0-19 % above glibc's default peak from run to run, against 20-80 % with
-the cache on (docs/performance.md). :func:`release` still gives the free
-memory back after every training epoch.
+What made the reused heap grow: glibc keeps small freed chunks in caches that never merge them
+with their free neighbours, the per-thread cache (tcache) and the fastbins (up to 128 bytes).
+Such a chunk sits inside the freed space of a large tensor; the next large tensor of that size
+no longer fits there, and the heap grows step after step (a repeated PSR-sized batch: 1.3-1.8x
+what the step needs with both caches on, up to 1.19x with the tcache alone off).
+:func:`start_tuned` turns both off (``GLIBC_TUNABLES``, :data:`SMALL_CACHES_OFF`), which glibc
+reads only when a process starts, so the command re-executes itself once, before anything else
+runs. Then the resident size settles after the first steps, at the tuned speed, its peak at or
+below glibc's default peak, which maps every large tensor afresh and so is what the step needs
+(docs/performance.md). :func:`release` still gives the free memory back after every training
+epoch.
 
 Set at the start of ``python -m eqgat train / evaluate / predict`` and ``python -m eqgat.launch``
 (whose ranks inherit the environment); data loader workers are
@@ -37,8 +38,8 @@ import os
 import platform
 import sys
 
-__all__ = ["M_MMAP_MAX", "M_TRIM_THRESHOLD", "TCACHE_OFF", "TRIM_THRESHOLD", "TUNED_COMMANDS", "release",
-           "restore_defaults", "start_tuned", "tune"]
+__all__ = ["M_MMAP_MAX", "M_TRIM_THRESHOLD", "SMALL_CACHES_OFF", "TRIM_THRESHOLD", "TUNED_COMMANDS", "release",
+           "start_tuned", "tune"]
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +50,16 @@ M_MMAP_MAX = -4
 TRIM_THRESHOLD = 2**31 - 1
 #: the environment variable that turns the tuning off
 ENV = "EQGAT_MALLOC"
-#: the glibc tunable (read at process start) that turns the per-thread cache of small chunks off
-TCACHE_OFF = "glibc.malloc.tcache_count=0"
-_TCACHE = TCACHE_OFF.split("=")[0]
+#: the glibc tunables (read at process start) that turn off the caches of small freed chunks, which
+#: never merge them with their neighbours: the per-thread cache and the fastbins
+SMALL_CACHES_OFF = ("glibc.malloc.tcache_count=0", "glibc.malloc.mxfast=0")
 #: the ``python -m eqgat`` commands that run with the tuned allocator
 TUNED_COMMANDS = ("train", "evaluate", "predict")
 
 _done: str | None = None
+#: ``GLIBC_TUNABLES`` as this process started (what glibc read), before :func:`start_tuned` extends it
+#: for the process it re-executes (``/proc/self/environ`` is no witness: glibc cuts it at the first ``:``)
+_TUNABLES_AT_START = os.environ.get("GLIBC_TUNABLES", "")
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -81,45 +85,44 @@ def tune() -> str:
     else:
         libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
         ok = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-        tcache = ", tcache off" if TCACHE_OFF in _tunables_at_start() else ", tcache on (memory may creep)"
-        what = f"glibc: mmap off, trim threshold 2 GiB{tcache}" if ok else "glibc refused mallopt: allocator unchanged"
+        what = (f"glibc: mmap off, trim threshold 2 GiB, {_small_caches(_TUNABLES_AT_START)}" if ok
+                else "glibc refused mallopt: allocator unchanged")
     _done = f"{what}; pid {os.getpid()}"
     log.debug("allocator: %s", _done)
     return _done
 
 
-def _tunables_at_start() -> str:
-    """``GLIBC_TUNABLES`` as this process was started with (what glibc read), not as it is now."""
-    try:
-        with open("/proc/self/environ", "rb") as fh:
-            for entry in fh.read().split(b"\0"):
-                if entry.startswith(b"GLIBC_TUNABLES="):
-                    return entry.split(b"=", 1)[1].decode(errors="replace")
-    except OSError:
-        pass
-    return ""
+def _small_caches(tunables: str) -> str:
+    """Which of glibc's small-chunk caches the tunables turn off, as the log says it."""
+    start = set(tunables.split(":"))
+    state = ", ".join(f"{name} {'off' if setting in start else 'on'}"
+                      for name, setting in zip(("tcache", "fastbins"), SMALL_CACHES_OFF))
+    return state if all(setting in start for setting in SMALL_CACHES_OFF) else f"{state} (memory may creep)"
 
 
 def start_tuned() -> None:
-    """Re-execute this command once with glibc's tcache off (see the module docstring).
+    """Re-execute this command once with glibc's small-chunk caches off (see the module docstring).
 
     Call it first thing in an entry point: the process is replaced (same PID, arguments, open
-    files) and starts again with ``GLIBC_TUNABLES`` extended. Nothing happens under
-    ``EQGAT_MALLOC=default``, off glibc, or when ``GLIBC_TUNABLES`` already sets the tcache
-    count (the user's choice wins, and the re-executed process stops here)."""
+    files) and starts again with ``GLIBC_TUNABLES`` extended by those of
+    :data:`SMALL_CACHES_OFF` it does not set yet. Nothing happens under
+    ``EQGAT_MALLOC=default``, off glibc, or when ``GLIBC_TUNABLES`` already sets both (a
+    user's own setting wins, and the re-executed process stops here)."""
     if os.environ.get(ENV, "").lower() == "default" or _glibc() is None:
         return
     current = os.environ.get("GLIBC_TUNABLES", "")
-    if _TCACHE in current:
+    named = {item.split("=")[0] for item in current.split(":")}
+    missing = [setting for setting in SMALL_CACHES_OFF if setting.split("=")[0] not in named]
+    if not missing:
         return
-    os.environ["GLIBC_TUNABLES"] = f"{current}:{TCACHE_OFF}" if current else TCACHE_OFF
+    os.environ["GLIBC_TUNABLES"] = ":".join([current, *missing] if current else missing)
     argv = [sys.executable, *sys.orig_argv[1:]]
     try:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, argv)
     except OSError as exc:  # the command still runs, with the cache on
-        log.warning("allocator: could not restart with %s (%s); memory may creep", TCACHE_OFF, exc)
+        log.warning("allocator: could not restart with %s (%s); memory may creep", ":".join(missing), exc)
 
 
 def _tuned() -> bool:
@@ -136,27 +139,6 @@ def release() -> bool:
         return False
     libc = _glibc()
     return libc is not None and bool(libc.malloc_trim(0))
-
-
-#: glibc's defaults (malloc.h: DEFAULT_MMAP_MAX, DEFAULT_TRIM_THRESHOLD)
-DEFAULT_MMAP_MAX = 65536
-DEFAULT_TRIM_THRESHOLD = 128 * 1024
-
-
-def restore_defaults(reason: str) -> str:
-    """Undo :func:`tune` in this process (glibc's mmap and trimming again) and give the free heap
-    back: for activation checkpointing, whose recomputed blocks the tuned heap does not reuse
-    well, so that its memory saving reaches the resident size (docs/performance.md). Returns
-    what was done (for the log)."""
-    global _done
-    if not _tuned():
-        return _done or "allocator unchanged"
-    libc = _glibc()
-    libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-    libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-    libc.malloc_trim(0)
-    _done = f"glibc's defaults restored ({reason}); pid {os.getpid()}"
-    return _done
 
 
 def worker_init(worker_id: int) -> None:

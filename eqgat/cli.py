@@ -152,10 +152,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if task.label.kind == "classification":
         counts = check_trainable(task.label.names, train_set.labels(), str(manifest.parent))
         log.info("training graphs per class: %s", dict(counts))
-    if settings.activation_checkpointing:
-        from eqgat.allocator import restore_defaults
-
-        log.info("allocator: %s", restore_defaults("activation checkpointing"))
     device = world.device(select_device(args.device))
     world.start(device)
     stop = StopPolicy(deadline=job_deadline(started, args.runtime_minutes, settings.time_limit_minutes),
