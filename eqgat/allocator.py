@@ -18,9 +18,10 @@ no longer fits there, and the heap grows step after step (a repeated PSR-sized b
 what the step needs with both caches on, up to 1.19x with the tcache alone off).
 :func:`start_tuned` turns both off (``GLIBC_TUNABLES``, :data:`SMALL_CACHES_OFF`), which glibc
 reads only when a process starts, so the command re-executes itself once, before anything else
-runs. Then the resident size settles after the first steps, at the tuned speed, its peak at or
-below glibc's default peak, which maps every large tensor afresh and so is what the step needs
-(docs/performance.md). :func:`release` still gives the free memory back after every training
+runs. Then the resident size settles after the first steps, at the tuned speed, its peak about
+glibc's default peak (1,946-2,058 MiB against 1,914-2,126 on that batch), which maps every
+large tensor afresh and so is what the step needs (docs/performance.md). Activation
+checkpointing keeps its saving under it. :func:`release` still gives the free memory back after every training
 epoch.
 
 Set at the start of ``python -m eqgat train / evaluate / predict`` and ``python -m eqgat.launch``
