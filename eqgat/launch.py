@@ -86,5 +86,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     from eqgat.allocator import start_tuned
 
-    start_tuned()  # re-executes once with glibc's tcache off; the ranks inherit it
+    start_tuned()  # re-executes once with glibc's small-chunk caches off; the ranks inherit it
     sys.exit(main())
