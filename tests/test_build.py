@@ -281,14 +281,17 @@ def _malloc_settings() -> dict:
     import dask
 
     return {**{k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")},
-            "profile": dask.config.get("distributed.worker.profile.enabled")}
+            "profile": dask.config.get("distributed.worker.profile.enabled"),
+            "monitors": (dask.config.get("distributed.worker.memory.monitor-interval"),
+                         dask.config.get("distributed.admin.system-monitor.interval"))}
 
 
 def test_local_workers_keep_glibc_dynamic_mmap_threshold(monkeypatch):
     """Dask's nanny would set MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's dynamic
     mmap threshold: every large array of a shard is then freshly mapped and zeroed (40x the page
     faults, about a quarter more CPU per shard than serially). The build's workers run without it,
-    with one Numba and BLAS thread each, without the statistical profiler, forked by Dask's
+    with one Numba and BLAS thread each, without the statistical profiler, with slower memory and
+    system monitors, forked by Dask's
     forkserver; also when this process has the variable, as it has after any Dask cluster with
     the default settings (its nanny leaves it in os.environ), and this process gets its own
     value back afterwards."""
@@ -303,8 +306,10 @@ def test_local_workers_keep_glibc_dynamic_mmap_threshold(monkeypatch):
         # forked by Dask's forkserver (NumPy, pandas, Dask imported there once), not spawned here
         (parent,) = client.run(os.getppid).values()
     assert parent != os.getpid()
+    # the memory and system monitors wake the worker's event loop every 1 s and 5 s (Dask: 100 and
+    # 500 ms; each wake-up takes the GIL from the shard being built)
     assert settings == {"MALLOC_TRIM_THRESHOLD_": None, "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-                        "profile": False}
+                        "profile": False, "monitors": ("1s", "5s")}
     assert meanwhile is None and os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"
 
 
