@@ -139,12 +139,18 @@ print(json.dumps({"first_pid": first, "pid": os.getpid(), "state": allocator.tun
 """
 
 
-def _restart(**env: str) -> dict:
+def _json_run(script: str, **env: str) -> dict:
+    """The JSON line `script` prints last in a fresh process started with `env` and no allocator
+    settings of this process's own (``EQGAT_MALLOC``, ``GLIBC_TUNABLES``)."""
     clean = {k: v for k, v in os.environ.items() if k not in (allocator.ENV, "GLIBC_TUNABLES", "EQGAT_TEST_PID")}
-    proc = subprocess.run([sys.executable, "-c", RESTART], capture_output=True, text=True, cwd=REPO, timeout=120,
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
                           env={**clean, "PYTHONPATH": str(REPO), **env})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _restart(**env: str) -> dict:
+    return _json_run(RESTART, **env)
 
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
@@ -194,15 +200,9 @@ def test_the_tuned_heap_peaks_at_what_the_step_needs():
     """Peak RSS tuned with glibc's small-chunk caches off (as the commands run), tuned with them
     on, and under glibc's defaults, which hand every large block back and fault it in again
     (their peak is what the step needs)."""
-    def run(**env: str) -> dict:
-        clean = {k: v for k, v in os.environ.items() if k not in (allocator.ENV, "GLIBC_TUNABLES")}
-        proc = subprocess.run([sys.executable, "-c", CREEP], capture_output=True, text=True, cwd=REPO, timeout=300,
-                              env={**clean, "PYTHONPATH": str(REPO), **env})
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-
-    off, on = run(GLIBC_TUNABLES=":".join(allocator.SMALL_CACHES_OFF)), run(GLIBC_TUNABLES="")
-    default = run(**{allocator.ENV: "default"})
+    off = _json_run(CREEP, GLIBC_TUNABLES=":".join(allocator.SMALL_CACHES_OFF))
+    on = _json_run(CREEP, GLIBC_TUNABLES="")
+    default = _json_run(CREEP, **{allocator.ENV: "default"})
     assert "fastbins off;" in off["state"] and "tcache on" in on["state"] and "defaults kept" in default["state"]
     # measured on this batch (2026-12-06/07, 2-core AMD VM): caches off 1,946-2,058 MiB (21 runs), on
     # 2,457-2,809 (10 runs), glibc's defaults 1,914-2,126 (10 runs); the tcache alone off: 1,968-2,377
