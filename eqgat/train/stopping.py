@@ -42,9 +42,13 @@ class Stopped(Exception):
     """Training stopped early after writing its resume state (see :data:`EXIT_RESUMABLE`)."""
 
 
+#: how an attempts-log line of a stop with the resume state written begins
+_STOPPED = "stopped ("
+
+
 def stop_message(reason: str, where: str) -> str:
     """The attempts-log message of a stop with the resume state written (what :func:`stopped_since` finds)."""
-    return f"stopped ({reason}) at {where}"
+    return f"{_STOPPED}{reason}) at {where}"
 
 
 def stopped_since(run_dir: Path, started: float) -> bool:
@@ -56,7 +60,7 @@ def stopped_since(run_dir: Path, started: float) -> bool:
         lines = log_path.read_text().splitlines()
     except OSError:
         return False
-    return bool(lines) and " stopped (" in lines[-1]
+    return bool(lines) and f" {_STOPPED}" in lines[-1]
 
 
 def slurm_end_time(env: dict[str, str] | None = None) -> float | None:
