@@ -21,8 +21,8 @@ reads only when a process starts, so the command re-executes itself once, before
 runs. Then the resident size settles after the first steps, at the tuned speed, its peak about
 glibc's default peak (1,946-2,058 MiB against 1,914-2,126 on that batch), which maps every
 large tensor afresh and so is what the step needs (docs/performance.md). Activation
-checkpointing keeps its saving under it. :func:`release` still gives the free memory back after every training
-epoch.
+checkpointing keeps its saving under it. :func:`release` still gives the free memory back after
+every training epoch.
 
 Set at the start of ``python -m eqgat train / evaluate / predict`` and ``python -m eqgat.launch``
 (whose ranks inherit the environment); data loader workers are
