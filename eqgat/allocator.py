@@ -122,7 +122,7 @@ def start_tuned() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, argv)
-    except OSError as exc:  # the command still runs, with the cache on
+    except OSError as exc:  # the command still runs, with the caches on
         log.warning("allocator: could not restart with %s (%s); memory may creep", ":".join(missing), exc)
 
 
