@@ -13,7 +13,7 @@ subprocess (``python bench_atom3d_shards.py _build ...``), so that
 * wall time covers the whole build (task listing, reading, graphs, writing, manifest), for
   ``workers > 1`` including the Dask ``LocalCluster`` start (timed separately as well);
 * peak memory is measured two ways: the parent samples the RSS of the subprocess and of all
-  its descendants (Dask worker processes) with ``psutil`` every ``--sample-ms``, per process,
+  its descendants (Dask worker processes) with ``psutil`` every 20 ms, per process,
   and the subprocess reports its own exact peak (``VmHWM`` of ``/proc/self/status``) and
   ``getrusage(RUSAGE_CHILDREN).ru_maxrss``, the largest peak of its reaped children (the Dask
   workers; a lower bound of it is the driver's RSS when it spawned them, which Linux carries
@@ -126,7 +126,11 @@ def child_build(a) -> None:
 # ------------------------------------------------------------------------------------
 # parent: run a build in a subprocess and sample its process tree
 # ------------------------------------------------------------------------------------
-def run_build(task, source, out, cutoff, shard_size, workers, sample_ms=20, max_records=None) -> dict:
+def run_build(task, source, out, cutoff, shard_size, workers, sample_ms: int | None = 20,
+              max_records=None) -> dict:
+    """One build in a subprocess; its RESULT, plus the sampled peaks every `sample_ms` (None: no
+    sampling, for timings: the sampling costs this process about 8 % of a core, which a serial
+    build's idle core absorbs and a parallel build's workers pay)."""
     import psutil
 
     shutil.rmtree(out, ignore_errors=True)
@@ -139,7 +143,7 @@ def run_build(task, source, out, cutoff, shard_size, workers, sample_ms=20, max_
     root = psutil.Process(proc.pid)
     peak: dict[int, int] = {}
     tree_peak = 0
-    while proc.poll() is None:
+    while sample_ms is not None and proc.poll() is None:
         try:
             procs = [root] + root.children(recursive=True)
         except psutil.NoSuchProcess:
@@ -320,12 +324,14 @@ def scaling(a, work: Path) -> int:
             while fh.read(1 << 24):
                 pass
     run_build("psr", src, out, a.cutoff, a.psr_shard_size, 1, max_records=a.psr_shard_size)  # Numba cache
+    # no memory sampling here: the table reports time, and the sampler's CPU would be charged to the
+    # parallel build only (it runs on the serial build's idle core)
     pairs = []
     for k in range(a.repeats):
         pair = {}
         for workers in ((1, w) if k % 2 == 0 else (w, 1)):
             load = os.getloadavg()[0]
-            r = run_build("psr", src, out, a.cutoff, a.psr_shard_size, workers)
+            r = run_build("psr", src, out, a.cutoff, a.psr_shard_size, workers, sample_ms=None)
             r["load_before"] = load
             pair[workers] = r
             print(f"# pair {k + 1}, workers={workers}: {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} CPU-s "
