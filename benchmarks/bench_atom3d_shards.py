@@ -226,9 +226,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--scaling", action="store_true",
                     help="only the speed-up table: PSR serial vs --scaling-workers Dask workers, back to back")
-    ap.add_argument("--scaling-records", type=int, default=11200,
-                    help="PSR decoys of the speed-up table (11,200: about 60 s serially on an idle 2-core AMD "
-                         "EPYC; 9,600 took 55-59 s before the frozen heap made the serial build about 5 %% faster)")
+    ap.add_argument("--scaling-records", type=int, default=12800,
+                    help="PSR decoys of the speed-up table (12,800: over 60 s serially on an idle 2-core AMD "
+                         "EPYC, whose serial build of 11,200 took 59.0-72.7 s)")
     ap.add_argument("--scaling-workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="serial/parallel pairs of the speed-up table")
     a = ap.parse_args(argv)
