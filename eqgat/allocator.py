@@ -127,7 +127,7 @@ def start_tuned() -> None:
 
 
 def _tuned() -> bool:
-    """Whether :func:`tune` changed glibc's settings in this process (and nothing undid it)."""
+    """Whether :func:`tune` changed glibc's settings in this process."""
     return _done is not None and _done.startswith("glibc: mmap off")
 
 
