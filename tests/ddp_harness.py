@@ -38,8 +38,9 @@ def settings(batch_size: int, epochs: int = 2, **extra: Any):
 
 
 def run_rank(rank: int, world_size: int, port: int, run_dir: str, batch_size: int, epochs: int,
-             stop_after_steps: int | None, extra: dict[str, Any]) -> None:
-    """One rank of a run (world_size 1: a plain process)."""
+             stop_after_steps: int | None, stopping_rank: int | None, extra: dict[str, Any]) -> None:
+    """One rank of a run (world_size 1: a plain process); only `stopping_rank` (None: every rank)
+    stops after `stop_after_steps`."""
     from eqgat.train.distributed import World
     from eqgat.device import set_cpu_threads
     from eqgat.train.stopping import StopPolicy, Stopped
@@ -51,8 +52,9 @@ def run_rank(rank: int, world_size: int, port: int, run_dir: str, batch_size: in
     world = World.from_env()
     world.start(torch.device("cpu"))
     try:
-        train_once(run_dir, batch_size, epochs, StopPolicy(checkpoint_minutes=0, stop_after_steps=stop_after_steps),
-                   world, **extra)
+        stops = stopping_rank is None or stopping_rank == rank
+        policy = StopPolicy(checkpoint_minutes=0, stop_after_steps=stop_after_steps if stops else None)
+        train_once(run_dir, batch_size, epochs, policy, world, **extra)
     except Stopped:
         pass
     finally:
@@ -76,9 +78,9 @@ def train_once(run_dir, batch_size: int, epochs: int, stop, world=None, val_set=
 
 
 def launch(world_size: int, run_dir: Path, batch_size: int, epochs: int = 2, stop_after_steps: int | None = None,
-           **extra: Any) -> None:
+           stopping_rank: int | None = None, **extra: Any) -> None:
     """Run (or resume) one training run on `world_size` gloo ranks."""
-    args = (world_size, free_port(), str(run_dir), batch_size, epochs, stop_after_steps, extra)
+    args = (world_size, free_port(), str(run_dir), batch_size, epochs, stop_after_steps, stopping_rank, extra)
     if world_size == 1:
         run_rank(0, *args)
         return

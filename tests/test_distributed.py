@@ -75,6 +75,17 @@ def test_stopped_and_resumed_equals_uninterrupted(tmp_path, ranks, stop_after):
     assert "finished" in lines[-1]
 
 
+def test_a_stop_on_another_rank_is_logged_with_its_reason(tmp_path):
+    """Only rank 1 reaches its stop (rank 0 would go on): both stop at the same step, and rank 0,
+    which alone writes the attempts log, names rank 1's reason and rank."""
+    launch(2, tmp_path / "run", batch_size=2, stop_after_steps=1, stopping_rank=1)
+    lines = (tmp_path / "run" / "state" / "attempts.log").read_text().splitlines()
+    assert lines[-1].split(" ", 1)[1] == (
+        "stopped (stop_after_steps 1, on rank 1) at epoch 1, step 1 of 2; "
+        f"resume state {tmp_path / 'run' / 'state' / 'last.pt'}"), lines
+    assert not (tmp_path / "run" / "train.json").exists()
+
+
 def test_validation_covers_every_graph_once(tmp_path):
     """5 validation graphs on 2 ranks: the validation loss is that of one process."""
     launch(2, tmp_path / "two", batch_size=2, epochs=1)

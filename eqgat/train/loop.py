@@ -413,14 +413,14 @@ def train(
                 _write_inside(run, model, optimizer, schedule, scaling, position, start, stop)
             if halt:
                 batches.close()
-                _stopped(run, position, len(steps), reason or "another rank stopped")
+                _stopped(run, position, len(steps), _stop_reason(reason, world))
         train_loss = position.total / max(position.count, 1)
         trained = time.perf_counter() - start
         estimate = val_seconds if val_seconds is not None else trained * len(val_set) / max(1, len(order))
         reason = stop.reason_to_stop(estimate)
         if any_rank([reason is not None], world, device)[0]:
             _write_inside(run, model, optimizer, schedule, scaling, position, start, stop)
-            _stopped(run, position, len(steps), reason or "another rank stopped", "before validation")
+            _stopped(run, position, len(steps), _stop_reason(reason, world), "before validation")
         lr = optimizer.param_groups[0]["lr"] if settings.schedule == "cosine" else position.lr
         began = time.perf_counter()
         val = predict_split(eval_model, val_set, settings.batch_size, device, loss_fn, columns, scaling, world,
@@ -453,8 +453,9 @@ def train(
         log.info("epoch %d/%d train %.6g val loss %.6g%s lr %.3g (%.1f s)", epoch, settings.epochs, train_loss,
                  val.loss, selected, lr, seconds)
         reason = stop.reason_to_stop(0.0) if epoch < settings.epochs else None
-        if any_rank([reason is not None and reason.startswith("signal")], world, device)[0]:
-            _stopped(run, Position(epoch + 1), 0, reason or "another rank stopped", "after validation")
+        reason = reason if reason is not None and reason.startswith("signal") else None
+        if any_rank([reason is not None], world, device)[0]:
+            _stopped(run, Position(epoch + 1), 0, _stop_reason(reason, world), "after validation")
     bar.close()
     if events is not None:
         events.close()
@@ -480,6 +481,16 @@ def _write_inside(run: Run, model, optimizer, schedule, scaling, position: Posit
     run.write(model, optimizer, schedule, scaling,
               Position(**{**asdict(position), "seconds": position.seconds + began - start}))
     stop.state_written(time.perf_counter() - began)
+
+
+def _stop_reason(reason: str | None, world: World) -> str:
+    """Why the ranks stop together (collective): this rank's reason, else the first rank's that
+    has one, named (rank 0 alone writes the attempts log, and its own deadline may not be due)."""
+    reasons = all_gather_objects(reason, world)
+    if reason is not None:
+        return reason
+    rank, other = next((r, why) for r, why in enumerate(reasons) if why is not None)
+    return f"{other}, on rank {rank}"
 
 
 def _stopped(run: Run, position: Position, steps: int, reason: str, when: str = "") -> None:
