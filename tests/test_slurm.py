@@ -218,14 +218,15 @@ def test_dask_slurm_cluster_builds_the_serial_shards(slurm, tmp_path):
 @pytest.mark.slow
 def test_two_rank_run_outlives_its_slurm_time_limit(slurm, tmp_path):
     """One training run as 2 CPU ranks (srun tasks of one SLURM job), given a 1-minute runtime
-    for about 2 minutes of training: it stops before SLURM's end time for the job, Snakemake
-    submits it again, and the resumed run ends where an uninterrupted 2-rank run ends."""
+    for a minute of training on an idle 2-core machine (300 epochs: 200 fitted one job there): it
+    stops before SLURM's end time for the job, Snakemake submits it again, and the resumed run
+    ends where an uninterrupted 2-rank run ends."""
     pytest.importorskip("snakemake_executor_plugin_slurm", reason=PLUGIN_HINT)
     config = copy.deepcopy(TINY_CONFIG)
     config.update(seeds=[0], ranks_per_run=2, train_retries=4)
     config["triangle"]["data"].update(num_clouds=200, num_points=30)
     config["triangle"]["model"]["overrides"]["eqgat"].update(hidden_scalars=16, hidden_vectors=4, num_layers=2)
-    config["triangle"]["train"].update(epochs=200, checkpoint_minutes=0.25)
+    config["triangle"]["train"].update(epochs=300, checkpoint_minutes=0.25)
     target = "results/triangle/runs/eqgat/seed0/train.json"
     remote = tmp_path / "slurm"
     remote.mkdir()
