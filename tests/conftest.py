@@ -9,15 +9,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from workflow_helpers import TINY_CONFIG, copy_repo, snakemake, write_config  # noqa: E402
 
-#: modules that mostly wait (a real SLURM scheduling 1-minute jobs): collected first, so that
-#: pytest-xdist's one-module-per-worker scheduling overlaps their waits with the other
-#: worker's tests instead of leaving them for the end (about 500 s instead of 560 s on 2 cores)
-STARTED_FIRST = ("tests/test_slurm.py",)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in STARTED_FIRST)  # stable: order kept otherwise
-
 
 @pytest.fixture(scope="session")
 def tiny_workflow(tmp_path_factory) -> tuple[Path, Path]:
